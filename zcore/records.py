@@ -1,0 +1,212 @@
+"""The frozen records that registration hooks yield.
+
+A plugin contributes to the node by yielding these from the ``zcore_*`` registration hooks
+in :mod:`zcore.hookspecs`. The plugin manager collects them once, rejects duplicate names
+(naming both providers), validates them against each other and freezes the result as a
+:class:`zcore.registry.Registry`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from zcore.flow import Step
+
+__all__ = [
+    "CascadeEdge",
+    "DriverNamespace",
+    "FlowChainFile",
+    "FlowInsertion",
+    "FlowStep",
+    "GlobalConfigOption",
+    "Migrations",
+    "ResourceType",
+    "SystemTagPattern",
+    "WebRoute",
+]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"{kind} name {value!r} must start with a letter and hold only "
+                         "letters, digits, '_', '.', '-'")
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    """A kind of resource the node manages, named as ZStack names it (``VmInstanceVO``).
+
+    ``model`` is the SQLAlchemy class whose rows are the resources; ``inventory`` is the
+    inventory class name on the wire (``org.zstack.header.vm.VmInstanceInventory``).
+    """
+
+    name: str
+    model: type | None = None
+    inventory: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("resource type", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStep:
+    """A named workflow step that chains in ``flows/*.yaml`` refer to.
+
+    ``step`` is a :class:`zcore.flow.Step`; what it requires and provides is read from it.
+    """
+
+    name: str
+    step: Step
+
+    def __post_init__(self) -> None:
+        _check_name("flow step", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChainFile:
+    """A YAML chain definition; the chain is named after the file (``vm-create.yaml``)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+@dataclass(frozen=True, slots=True)
+class FlowInsertion:
+    """Put ``step`` into ``chain`` right before or right after the step named as anchor.
+
+    Exactly one of ``before`` and ``after`` is given. Insertions at the same anchor keep the
+    order in which the plugins are registered.
+    """
+
+    chain: str
+    step: str
+    before: str | None = None
+    after: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.before is None) == (self.after is None):
+            raise ValueError(f"FlowInsertion of {self.step!r} into {self.chain!r} needs exactly "
+                             "one of before= and after=")
+
+    @property
+    def anchor(self) -> str:
+        return self.before if self.before is not None else self.after  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfigOption:
+    """A run-time setting declared by the plugin that reads it, stored in the database.
+
+    ``type`` is one of ``int``, ``float``, ``bool``, ``str``. ``validator`` receives the
+    typed value and raises ``ValueError`` with a message for a bad one. ``choices`` limits the
+    value to a list; ``driver_namespace`` limits it to the names of the drivers available in
+    that stevedore namespace (checked at start-up and on every update).
+    """
+
+    category: str
+    name: str
+    type: type
+    default: Any
+    description: str = ""
+    validator: Callable[[Any], None] | None = None
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    driver_namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("global config category", self.category)
+        _check_name("global config", self.name)
+        if self.type not in (int, float, bool, str):
+            raise ValueError(f"global config {self.key}: type must be int, float, bool or str, "
+                             f"not {self.type!r}")
+
+    @property
+    def key(self) -> str:
+        return f"{self.category}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class SystemTagPattern:
+    """A system tag shape such as ``hostname::{hostname}`` for resources of ``resource_type``.
+
+    Each ``{token}`` matches a non-empty value; :meth:`zcore.tags.TagPatterns.match` gives the
+    token values of a tag.
+    """
+
+    pattern: str
+    resource_type: str
+    description: str = ""
+    tokens: tuple[str, ...] = field(init=False)
+    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tokens = tuple(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", self.pattern))
+        if len(set(tokens)) != len(tokens):
+            raise ValueError(f"system tag pattern {self.pattern!r} repeats a token")
+        parts = re.split(r"\{[A-Za-z_][A-Za-z0-9_]*\}", self.pattern)
+        body = "".join(
+            re.escape(part) + (f"(?P<{tokens[i]}>.+?)" if i < len(tokens) else "")
+            for i, part in enumerate(parts)
+        )
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "regex", re.compile(f"^{body}$", re.DOTALL))
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeEdge:
+    """Resources of type ``child`` belong to a resource of type ``parent``.
+
+    Deleting a parent deletes (or, without the cascade plugin, is refused by) its children.
+    """
+
+    child: str
+    parent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Migrations:
+    """A directory of Alembic revisions owned by one plugin, on its own branch ``branch``."""
+
+    branch: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class WebRoute:
+    """An HTTP route on the node's aiohttp server.
+
+    ``handler`` takes the ``aiohttp.web.Request``; the node is ``request.app[zcore.NODE]``.
+    """
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriverNamespace:
+    """A stevedore entry-point namespace whose drivers subclass ``base``.
+
+    A name stored in configuration or a database row picks a driver from it
+    (``zcore.hypervisors``: ``KVM``, ``Simulator``). Drivers are checked at start-up: each
+    must import and subclass ``base``, or the node does not start.
+    """
+
+    namespace: str
+    base: type
+    description: str = ""

@@ -1,0 +1,12 @@
+"""Test helpers for the node and for plugin authors, as an opt-in pytest plugin.
+
+Enable it with ``-p zcore.testing`` (or ``pytest_plugins = ["zcore.testing"]`` in a
+``conftest.py``). It gives: a fresh plugin manager built from chosen plugins, a migrated
+database per test on every backend chosen with ``--db`` (``sqlite``, ``postgresql``,
+``mariadb``, or ``all``), a flow runner that records which steps ran and which rolled back,
+and a started node.
+"""
+
+from zcore.testing.db import *  # noqa: F401,F403
+from zcore.testing.flows import *  # noqa: F401,F403
+from zcore.testing.node import *  # noqa: F401,F403
