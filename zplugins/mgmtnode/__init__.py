@@ -1,0 +1,1 @@
+"""Management nodes: heartbeat rows and the node list (essential)."""
