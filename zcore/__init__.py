@@ -31,7 +31,7 @@ __all__ = [
     "SystemTagPattern",
     "WebRoute",
     "ZError",
+    "__version__",
     "hookimpl",
     "hookspec",
-    "__version__",
 ]

@@ -11,19 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "INTERNAL",
-    "TIMEOUT",
     "CREATE_FAILED",
-    "RESOURCE_NOT_FOUND",
     "DELETE_FAILED",
-    "STATE_CHANGE_FAILED",
-    "OPERATION_ERROR",
+    "INTERNAL",
     "INVALID_ARGUMENT",
-    "UNKNOWN_MESSAGE",
     "NOT_READY",
-    "ZError",
-    "StartupError",
+    "OPERATION_ERROR",
+    "RESOURCE_NOT_FOUND",
+    "STATE_CHANGE_FAILED",
+    "TIMEOUT",
+    "UNKNOWN_MESSAGE",
     "ConfigError",
+    "StartupError",
+    "ZError",
 ]
 
 INTERNAL = "SYS.1000"

@@ -172,7 +172,7 @@ class GlobalConfig:
             self._subscription.cancel()
             self._subscription = None
 
-    def _sync_rows(self, session: Session) -> list[tuple[str, str]]:
+    def _sync_rows(self, session: Session) -> list[tuple[str, str | None]]:
         rows = {(r.category, r.name): r for r in session.scalars(select(GlobalConfigVO))}
         stale = []
         for key, option in self._options.items():
@@ -207,7 +207,7 @@ class GlobalConfig:
         return await self.update(category, name, option.default)
 
     def _store(self, session: Session, option: GlobalConfigOption, new: str
-               ) -> tuple[str, dict[str, Any]]:
+               ) -> tuple[str | None, dict[str, Any]]:
         row = session.scalars(select(GlobalConfigVO).where(
             GlobalConfigVO.category == option.category, GlobalConfigVO.name == option.name)
         ).one()
@@ -215,12 +215,12 @@ class GlobalConfig:
         row.value = new
         return old, self._inventory(row)
 
-    async def _announce(self, option: GlobalConfigOption, old: str, new: str) -> None:
+    async def _announce(self, option: GlobalConfigOption, old: str | None, new: str) -> None:
         # Apply locally first, so this node never serves the old value after update returns,
         # even when the bus delivers events to subscribers later.
         await self._apply(option.key, new)
         await self._bus.publish(GlobalConfigChanged(category=option.category, name=option.name,
-                                                    oldValue=old, newValue=new))
+                                                    oldValue=old or "", newValue=new))
 
     async def _changed(self, event: GlobalConfigChanged) -> None:
         await self._apply(f"{event.category}.{event.name}", event.newValue)

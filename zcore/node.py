@@ -152,9 +152,9 @@ class Node:
             await self._shutdown()
             raise
         self.started = True
-        for plugin, exc in await call_lifecycle(self.plugins, "zcore_node_started", node=self,
-                                                stop_on_error=False):
-            log.error("plugin '%s': zcore_node_started failed", plugin, exc_info=exc)
+        for plugin, error in await call_lifecycle(self.plugins, "zcore_node_started",
+                                                  node=self, stop_on_error=False):
+            log.error("plugin '%s': zcore_node_started failed", plugin, exc_info=error)
         log.info("management node %s started%s", self.uuid,
                  f" on {self.url}" if serve else "")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pluggy
 
@@ -125,7 +125,7 @@ def collect_registry(pm: pluggy.PluginManager, active: Sequence[PluginInfo]) -> 
             key = key_of(record)
             if key in keyed:
                 first = labels.get(keyed[key].plugin, keyed[key].plugin)
-                shown = key if isinstance(key, str) else " ".join(map(str, key))
+                shown = key if isinstance(key, str) else " ".join(map(str, cast(tuple[str, ...], key)))
                 problems.append(f"duplicate {what} '{shown}': registered by {first} and "
                                 f"by {label}")
                 continue

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from zcore.db import SystemTagVO, UserTagVO, new_uuid, utcnow
@@ -109,7 +109,8 @@ class Tags:
         """Delete a system or user tag by uuid; False if there was none."""
         deleted = 0
         for model in (SystemTagVO, UserTagVO):
-            deleted += session.execute(delete(model).where(model.uuid == tag_uuid)).rowcount
+            result = session.execute(delete(model).where(model.uuid == tag_uuid))
+            deleted += cast(CursorResult[Any], result).rowcount
         return deleted > 0
 
     def system_tags(self, session: Session, resource_uuid: str) -> list[str]:

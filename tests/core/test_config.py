@@ -77,8 +77,8 @@ def test_bad_file_is_a_clear_error_naming_file_and_key(tmp_path: Path, text: str
 
 
 @pytest.mark.parametrize(("environ", "message"), [
-    ({"ZSTACK_NODE_PROT": "1"}, "unknown variable ZSTACK_NODE_PROT; did you mean "
-                                "'ZSTACK_NODE_PORT'?"),
+    ({"ZSTACK_NODE_PROT": "1"},
+     "unknown variable ZSTACK_NODE_PROT; did you mean 'ZSTACK_NODE_PORT'?"),
     ({"ZSTACK_NODE_PORT": "x"}, "ZSTACK_NODE_PORT='x': Expected `int`"),
     ({"ZSTACK_DATABASE_ECHO": "maybe"}, "ZSTACK_DATABASE_ECHO='maybe'"),
 ])

@@ -26,7 +26,8 @@ def ctl(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
         if args[:1] == ("start",):
             started.append(True)
         return subprocess.run([sys.executable, "-m", "zcore.ctl", *args], capture_output=True,
-                              text=True, timeout=timeout, env={**env, **(extra_env or {})})
+                              text=True, check=False, timeout=timeout,
+                              env={**env, **(extra_env or {})})
 
     run.env = env  # type: ignore[attr-defined]
     yield run

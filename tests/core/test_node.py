@@ -148,17 +148,10 @@ class Reserve(Step):
 
     async def run(self, ctx: FlowContext) -> None:
         ctx["reserved"] = True
-        ctx.services.queues  # steps reach the node's services through the context
+        ctx["queues"] = ctx.services.queues  # steps reach the node through the context
 
     async def rollback(self, ctx: FlowContext) -> None:
         ctx["reserved"] = False
-
-
-class Audit(Step):
-    requires = ("reserved",)
-
-    async def run(self, ctx: FlowContext) -> None:
-        ctx.setdefault_log = None  # type: ignore[attr-defined]
 
 
 async def test_plugins_contribute_chains_steps_and_insertions(make_node: MakeNode,
@@ -194,6 +187,7 @@ async def test_plugins_contribute_chains_steps_and_insertions(make_node: MakeNod
     ctx = await node.run_flow("reserve-thing")
     assert ctx.ran == ["reserve", "audit"]
     assert ctx["audited"] is True
+    assert ctx["queues"] is node.queues
 
 
 async def test_two_nodes_share_database_and_broker(make_node: MakeNode) -> None:

@@ -7,6 +7,6 @@ database per test on every backend chosen with ``--db`` (``sqlite``, ``postgresq
 and a started node.
 """
 
-from zcore.testing.db import *  # noqa: F401,F403
-from zcore.testing.flows import *  # noqa: F401,F403
-from zcore.testing.node import *  # noqa: F401,F403
+from zcore.testing.db import *
+from zcore.testing.flows import *
+from zcore.testing.node import *

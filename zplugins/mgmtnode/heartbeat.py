@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, cast
 
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.orm import Session
 
 from zcore.db import utcnow
@@ -23,8 +24,9 @@ def _insert(session: Session, uuid: str, host: str, port: int) -> None:
 
 
 def _beat(session: Session, uuid: str) -> int:
-    return session.execute(update(ManagementNodeVO).where(ManagementNodeVO.uuid == uuid)
-                           .values(heartBeat=utcnow())).rowcount
+    result = session.execute(update(ManagementNodeVO).where(ManagementNodeVO.uuid == uuid)
+                             .values(heartBeat=utcnow()))
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _delete(session: Session, uuid: str) -> None:
