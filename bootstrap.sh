@@ -55,6 +55,10 @@ if [ "$action" = start ]; then
   exec .venv/bin/zstack-ctl start "$@"
 fi
 
+# The example third-party plugin is installed as its own distribution and tested with the rest.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e examples/hello-plugin \
+  2> >(grep -v '^WARNING: Location' >&2)
+
 . scripts/test-services.sh
 echo "==> running the tests"
 # ZStack's SDKs and the ctl scripts must find the project's own commands first.
