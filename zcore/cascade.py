@@ -25,24 +25,28 @@ class CascadeGraph:
     otherwise :class:`StartupError` names the edges and the plugins that declared them.
     """
 
-    def __init__(self, types: Iterable[str], edges: Mapping[tuple[str, str], Provided]) -> None:
+    def __init__(self, types: Iterable[str], edges: Mapping[tuple[str, str], Provided],
+                 labels: Mapping[str, str] | None = None) -> None:
+        labels = labels or {}
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(types)
         problems = []
         for (child, parent), provided in edges.items():
             unknown = [t for t in (child, parent) if t not in graph]
             if unknown:
-                problems.append(f"plugin '{provided.plugin}' declares {child} -> {parent}, but "
+                who = labels.get(provided.plugin, f"plugin '{provided.plugin}'")
+                problems.append(f"{who} declares {child} -> {parent}, but "
                                 f"{' and '.join(unknown)} is not a declared resource type")
                 continue
-            graph.add_edge(parent, child, plugin=provided.plugin)
+            graph.add_edge(parent, child,
+                           plugin=labels.get(provided.plugin, f"plugin '{provided.plugin}'"))
         if not problems:
             try:
                 cycle = nx.find_cycle(graph)
             except nx.NetworkXNoCycle:
                 cycle = []
             if cycle:
-                described = ", ".join(f"{c} belongs to {p} (plugin '{graph.edges[p, c]['plugin']}')"
+                described = ", ".join(f"{c} belongs to {p} ({graph.edges[p, c]['plugin']})"
                                       for p, c in cycle)
                 problems.append(f"resource types belong to each other in a cycle: {described}")
         if problems:

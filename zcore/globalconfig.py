@@ -123,18 +123,21 @@ class GlobalConfig:
         self._subscription: Subscription | None = None
 
     @staticmethod
-    def check_declarations(options: Mapping[str, Provided], drivers: Drivers) -> None:
+    def check_declarations(options: Mapping[str, Provided], drivers: Drivers,
+                           labels: Mapping[str, str] | None = None) -> None:
         """Every default must be valid for its own option; else name the plugin and the option."""
+        labels = labels or {}
         problems = []
         for provided in options.values():
             option: GlobalConfigOption = provided.record
+            who = labels.get(provided.plugin, f"plugin '{provided.plugin}'")
             try:
                 parse(option, option.default, drivers)
             except ZError as exc:
-                problems.append(f"plugin '{provided.plugin}': default of {exc.details}")
+                problems.append(f"{who}: default of {exc.details}")
             if option.driver_namespace is not None and option.driver_namespace not in \
                     drivers.namespaces:
-                problems.append(f"plugin '{provided.plugin}': {option.key} names driver "
+                problems.append(f"{who}: {option.key} names driver "
                                 f"namespace {option.driver_namespace}, which no active plugin "
                                 "declares")
         if problems:

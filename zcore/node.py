@@ -47,10 +47,13 @@ class _Static:
             insertions=[(p.plugin, p.record) for p in registry.flow_insertions],
             step_providers={name: p.plugin for name, p in registry.flow_steps.items()},
         )
-        self.cascade = CascadeGraph(registry.resource_types, registry.cascade_edges)
-        self.tag_patterns = TagPatterns(registry.records("system_tag_patterns"),
-                                        resource_types=registry.resource_types)
-        GlobalConfig.check_declarations(registry.global_configs, self.drivers)
+        labels = registry.plugin_labels
+        self.cascade = CascadeGraph(registry.resource_types, registry.cascade_edges, labels)
+        self.tag_patterns = TagPatterns(
+            registry.records("system_tag_patterns"), resource_types=registry.resource_types,
+            providers={key: registry.label(p.plugin)
+                       for key, p in registry.system_tag_patterns.items()})
+        GlobalConfig.check_declarations(registry.global_configs, self.drivers, labels)
 
 
 def check(settings: Settings, *, plugins: PluginSet | None = None) -> PluginSet:

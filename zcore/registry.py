@@ -63,6 +63,11 @@ class Registry:
     web_routes: Mapping[tuple[str, str], Provided]
     driver_namespaces: Mapping[str, Provided]
     plugin_modules: Mapping[str, str]
+    plugin_labels: Mapping[str, str]
+
+    def label(self, plugin: str) -> str:
+        """How errors name a plugin: ``plugin 'name' (version, distribution)``."""
+        return self.plugin_labels.get(plugin, f"plugin '{plugin}'")
 
     def records(self, kind: str) -> list[Any]:
         """The bare records of one kind (``"global_configs"``), in registration order."""
@@ -135,4 +140,5 @@ def collect_registry(pm: pluggy.PluginManager, active: Sequence[PluginInfo]) -> 
         raise StartupError("plugin registrations conflict:\n"
                            + "\n".join(f"  - {p}" for p in problems))
     modules = {i.name: i.module for i in active}
-    return Registry(plugin_modules=MappingProxyType(modules), **fields)
+    return Registry(plugin_modules=MappingProxyType(modules),
+                    plugin_labels=MappingProxyType(labels), **fields)

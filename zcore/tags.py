@@ -28,13 +28,15 @@ class TagPatterns:
     """The registered system tag patterns, by resource type."""
 
     def __init__(self, patterns: Iterable[SystemTagPattern],
-                 resource_types: Mapping[str, Any] | None = None) -> None:
+                 resource_types: Mapping[str, Any] | None = None,
+                 providers: Mapping[str, str] | None = None) -> None:
         self._by_type: dict[str, list[SystemTagPattern]] = {}
         unknown = []
         for pattern in patterns:
             if resource_types is not None and pattern.resource_type not in resource_types:
-                unknown.append(f"{pattern.pattern} names resource type {pattern.resource_type}, "
-                               "which no active plugin declares")
+                who = (providers or {}).get(pattern.pattern)
+                unknown.append(f"{who + ': ' if who else ''}{pattern.pattern} names resource "
+                               f"type {pattern.resource_type}, which no active plugin declares")
             self._by_type.setdefault(pattern.resource_type, []).append(pattern)
         if unknown:
             raise StartupError("system tag patterns are invalid:\n"

@@ -134,6 +134,6 @@ async def test_a_stored_value_no_longer_valid_is_reset_with_a_warning(
 async def test_an_invalid_default_stops_start_up(make_node: MakeNode) -> None:
     from zcore.errors import StartupError
 
-    with pytest.raises(StartupError, match="plugin 'opts': default of test.workers: 3 is not "
-                                           "valid: must be even"):
+    with pytest.raises(StartupError, match=r"plugin 'opts' \(unknown version\): default of "
+                                           "test.workers: 3 is not valid: must be even"):
         await make_node(("opts", Options(default=3)))

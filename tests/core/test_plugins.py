@@ -297,7 +297,7 @@ def test_a_config_naming_a_missing_driver_stops_start_up(
                                                             ("chooser", Chooser())])
     with pytest.raises(StartupError) as caught:
         check(settings, plugins=plugins)
-    assert "plugin 'chooser': default of host.defaultHypervisor: 'Slow' names no driver in " \
+    assert "plugin 'chooser' (unknown version): default of host.defaultHypervisor: 'Slow' names no driver in " \
            "acme.hypervisors; available: Fast" in str(caught.value)
 
 
@@ -312,7 +312,8 @@ def test_cascade_edges_to_unknown_types_stop_start_up(make_settings: Callable[..
             yield CascadeEdge("EipVO", "VmNicVO")
 
     settings = make_settings()
-    with pytest.raises(StartupError, match="plugin 'dangling' declares EipVO -> VmNicVO, but "
+    with pytest.raises(StartupError, match=r"plugin 'dangling' \(unknown version\) declares "
+                                           "EipVO -> VmNicVO, but "
                                            "EipVO and VmNicVO is not a declared resource type"):
         check(settings, plugins=build_plugin_manager(
             settings, extra_plugins=[("dangling", Dangling())]))
@@ -326,7 +327,8 @@ def test_tag_patterns_for_unknown_types_stop_start_up(make_settings: Callable[..
             yield SystemTagPattern("hostname::{hostname}", "VmInstanceVO")
 
     settings = make_settings()
-    with pytest.raises(StartupError, match="hostname::{hostname} names resource type "
+    with pytest.raises(StartupError, match=r"plugin 'tagger' \(unknown version\): "
+                                           "hostname::{hostname} names resource type "
                                            "VmInstanceVO, which no active plugin declares"):
         check(settings, plugins=build_plugin_manager(settings,
                                                      extra_plugins=[("tagger", Tagger())]))
