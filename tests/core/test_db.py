@@ -1,0 +1,494 @@
+"""zcore.db: models, migrations, transactions off the loop; on every backend chosen with --db."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import BigInteger, String, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from zcore.db import (
+    CORE_REVISION,
+    Base,
+    Database,
+    GlobalConfigVO,
+    ResourceMixin,
+    ResourceVO,
+    SystemTagVO,
+    UserTagVO,
+    add_resource,
+    create_database,
+    delete_resource,
+    is_uuid,
+    new_uuid,
+)
+from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
+from zcore.records import Migrations
+
+CORE_TABLES = {"ResourceVO", "GlobalConfigVO", "SystemTagVO", "UserTagVO"}
+
+
+class ZTestThingVO(ResourceMixin, Base):
+    """A resource of a throwaway plugin, created by the plugin migrations below."""
+
+    __tablename__ = "ZTestThingVO"
+
+    size: Mapped[int] = mapped_column(BigInteger(), index=True, default=0)
+
+
+PLUGIN_REVISIONS = {
+    "ztest_0001_things.py": '''
+import sqlalchemy as sa
+from alembic import op
+
+from zcore.db import UTCDateTime
+
+revision = "ztest_0001"
+down_revision = None
+branch_labels = ("ztest",)
+depends_on = "zcore_0001"
+
+
+def upgrade():
+    op.create_table(
+        "ZTestThingVO",
+        sa.Column("uuid", sa.String(32), nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("description", sa.String(2048), nullable=True),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("createDate", UTCDateTime(), nullable=False),
+        sa.Column("lastOpDate", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("uuid", name=op.f("pk_ZTestThingVO")),
+        sa.ForeignKeyConstraint(["uuid"], ["ResourceVO.uuid"], ondelete="CASCADE",
+                                name=op.f("fk_ZTestThingVO_uuid_ResourceVO")),
+    )
+
+
+def downgrade():
+    op.drop_table("ZTestThingVO")
+''',
+    "ztest_0002_size_index.py": '''
+from alembic import op
+
+revision = "ztest_0002"
+down_revision = "ztest_0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_index(op.f("ix_ZTestThingVO_size"), "ZTestThingVO", ["size"])
+
+
+def downgrade():
+    op.drop_index(op.f("ix_ZTestThingVO_size"), table_name="ZTestThingVO")
+''',
+}
+
+
+def write_plugin(directory: Path, revisions: dict[str, str]) -> Path:
+    directory.mkdir(parents=True)
+    for name, body in revisions.items():
+        (directory / name).write_text(body)
+    return directory
+
+
+@pytest.fixture
+def plugin_migrations(tmp_path: Path) -> Migrations:
+    return Migrations("ztest", write_plugin(tmp_path / "ztest_migrations", PLUGIN_REVISIONS))
+
+
+@pytest.fixture
+def database_migrations(plugin_migrations: Migrations) -> list[Migrations]:
+    # The `database` fixture migrates this module's throwaway plugin branch too.
+    return [plugin_migrations]
+
+
+@pytest_asyncio.fixture
+async def fresh_db(database_url: str) -> AsyncIterator[Database]:
+    """A database that has never been migrated."""
+    db = create_database(database_url)
+    yield db
+    await db.close()
+
+
+def thing(name: str = "thing", **fields: object) -> ZTestThingVO:
+    return ZTestThingVO(name=name, **fields)
+
+
+def count(session: Session, model: type) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_uuids() -> None:
+    uuid = new_uuid()
+    assert is_uuid(uuid) and len(uuid) == 32
+    assert new_uuid() != uuid
+    for bad in (uuid.upper(), uuid[:-1], uuid + "0", f"{uuid[:8]}-{uuid[8:]}", "g" * 32, None, 7):
+        assert not is_uuid(bad)
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+async def test_migrations_create_the_core_tables(database: Database) -> None:
+    tables = set(inspect(database.engine).get_table_names())
+    assert CORE_TABLES | {"alembic_version", "ZTestThingVO"} <= tables
+    assert database.current_revisions() == {"ztest_0002"}  # zcore_0001 is its dependency
+    columns = {c["name"] for c in inspect(database.engine).get_columns("SystemTagVO")}
+    assert columns == {"uuid", "resourceUuid", "resourceType", "tag", "type", "inherent",
+                       "createDate", "lastOpDate"}
+
+
+async def test_migrations_match_the_models(database: Database) -> None:
+    ours = CORE_TABLES | {"ZTestThingVO"}
+
+    def include(obj: object, name: str | None, type_: str, *_: object) -> bool:
+        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return table in ours
+
+    def diff(session: Session) -> list[object]:
+        context = MigrationContext.configure(
+            session.connection(), opts={"compare_type": True, "include_object": include})
+        return compare_metadata(context, Base.metadata)
+
+    assert await database.run(diff) == []
+
+
+async def test_plugin_branch_is_applied_once(
+    fresh_db: Database, plugin_migrations: Migrations
+) -> None:
+    assert fresh_db.current_revisions() == set()
+    applied = await fresh_db.migrate([plugin_migrations])
+    assert applied == [CORE_REVISION, "ztest_0001", "ztest_0002"]
+    assert fresh_db.current_revisions() == {"ztest_0002"}
+    assert "ZTestThingVO" in inspect(fresh_db.engine).get_table_names()
+
+    assert await fresh_db.migrate([plugin_migrations]) == []
+    assert fresh_db.current_revisions() == {"ztest_0002"}
+
+
+async def test_nodes_starting_together_migrate_once(
+    database_url: str, plugin_migrations: Migrations
+) -> None:
+    first, second = create_database(database_url), create_database(database_url)
+    try:
+        results = await asyncio.gather(first.migrate([plugin_migrations]),
+                                       second.migrate([plugin_migrations]))
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(results, key=len) == [[], [CORE_REVISION, "ztest_0001", "ztest_0002"]]
+
+
+async def test_missing_plugin_branch_is_a_startup_error(
+    fresh_db: Database, plugin_migrations: Migrations
+) -> None:
+    await fresh_db.migrate([plugin_migrations])
+
+    with pytest.raises(StartupError) as info:
+        await fresh_db.migrate([])
+    message = str(info.value)
+    assert "'ztest_0002'" in message and "'ztest'" in message
+    assert fresh_db.masked_url in message
+    assert "enable it again" in message
+
+    for path in Path(plugin_migrations.path).iterdir():  # the plugin is uninstalled
+        path.unlink()
+    Path(plugin_migrations.path).rmdir()
+    with pytest.raises(StartupError, match="migrations of branch 'ztest' are missing"):
+        await fresh_db.migrate([plugin_migrations])
+
+
+async def test_failing_migration_names_its_revision(fresh_db: Database, tmp_path: Path) -> None:
+    bad = write_plugin(tmp_path / "zbad", {"zbad_0001.py": '''
+from alembic import op
+
+revision = "zbad_0001"
+down_revision = None
+branch_labels = ("zbad",)
+depends_on = "zcore_0001"
+
+
+def upgrade():
+    op.execute("SELECT noSuchColumn FROM ResourceVO")
+'''})
+    with pytest.raises(StartupError) as info:
+        await fresh_db.migrate([Migrations("zbad", bad)])
+    assert "while applying revision 'zbad_0001'" in str(info.value)
+    assert "noSuchColumn" in str(info.value)
+
+
+async def test_source_without_its_branch_label_is_a_startup_error(
+    fresh_db: Database, tmp_path: Path
+) -> None:
+    source = Migrations("other", write_plugin(tmp_path / "other", PLUGIN_REVISIONS))
+    with pytest.raises(StartupError, match="declare no branch 'other'"):
+        await fresh_db.migrate([source])
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://zstack:s3cret@127.0.0.1:1/zstack",
+    "mysql+pymysql://zstack:s3cret@127.0.0.1:1/zstack",
+], ids=["postgresql", "mariadb"])
+def test_unreachable_server_is_a_startup_error(url: str) -> None:
+    db = create_database(url)
+    try:
+        with pytest.raises(StartupError) as info:
+            db.upgrade()
+    finally:
+        db.close_sync()
+    message = str(info.value)
+    assert "cannot connect to the database" in message
+    assert "zstack:***@127.0.0.1:1/zstack" in message
+    assert "s3cret" not in message
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+async def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "zstack.db"
+    db = create_database(f"sqlite:///{path}")
+    try:
+        assert db.threads == 1
+        await db.migrate()
+
+        def pragmas(session: Session) -> tuple[object, ...]:
+            return tuple(session.execute(text(f"PRAGMA {name}")).scalar()
+                         for name in ("journal_mode", "synchronous", "foreign_keys"))
+
+        assert await db.run(pragmas) == ("wal", 1, 1)
+        assert path.exists()
+    finally:
+        await db.close()
+
+
+async def test_sqlite_in_memory_is_shared_between_threads() -> None:
+    db = create_database("sqlite://")
+    try:
+        await db.migrate()
+        await db.run(lambda s: s.add(GlobalConfigVO(category="c", name="n", value="1")))
+        assert db.run_sync(lambda s: s.scalar(select(GlobalConfigVO.value))) == "1"
+    finally:
+        await db.close()
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def test_run_commits(database: Database) -> None:
+    created = await database.run(lambda s: add_resource(s, thing("a"), "ZTestThingVO"))
+    assert created.name == "a"  # readable after the commit
+
+    def read(session: Session) -> tuple[str, str]:
+        row = session.get_one(ZTestThingVO, created.uuid)
+        resource = session.get_one(ResourceVO, created.uuid)
+        return row.name, resource.resourceType
+
+    assert await database.run(read) == ("a", "ZTestThingVO")
+    assert database.run_sync(read) == ("a", "ZTestThingVO")
+
+
+async def test_run_rolls_back_and_reraises(database: Database) -> None:
+    boom = ValueError("boom")
+
+    def fail(session: Session) -> None:
+        add_resource(session, thing(), "ZTestThingVO")
+        session.add(GlobalConfigVO(category="c", name="n"))
+        session.flush()
+        raise boom
+
+    with pytest.raises(ValueError) as info:
+        await database.run(fail)
+    assert info.value is boom
+    with pytest.raises(ValueError):
+        database.run_sync(fail)
+
+    def counts(session: Session) -> list[int]:
+        return [count(session, m) for m in (ZTestThingVO, ResourceVO, GlobalConfigVO)]
+
+    assert await database.run(counts) == [0, 0, 0]
+
+
+async def test_run_refuses_a_coroutine_function(database: Database) -> None:
+    async def work(session: Session) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="plain function"):
+        await database.run(work)  # type: ignore[arg-type,unused-coroutine]
+
+
+async def test_concurrent_runs_all_land(database: Database) -> None:
+    def create(session: Session, i: int) -> str:
+        return add_resource(session, thing(f"t{i}", size=i), "ZTestThingVO").uuid
+
+    results = await asyncio.gather(*(database.run(create, i) for i in range(200)))
+    assert len(set(results)) == 200
+    assert await database.run(count, ZTestThingVO) == 200
+    assert await database.run(count, ResourceVO) == 200
+
+
+async def test_run_does_not_block_the_event_loop(database: Database) -> None:
+    # The transaction waits for the ticker; were the loop blocked, it would never tick.
+    ticked = threading.Event()
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0)
+            ticked.set()
+
+    def slow(session: Session) -> bool:
+        session.execute(select(1))
+        return ticked.wait(timeout=10)
+
+    task = asyncio.create_task(ticker())
+    try:
+        assert await database.run(slow) is True
+    finally:
+        task.cancel()
+
+
+async def test_closed_database_refuses_work(database_url: str) -> None:
+    db = create_database(database_url)
+    await db.close()
+    await db.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        await db.run(count, ResourceVO)
+
+
+# --------------------------------------------------------------------------- resources
+
+
+async def test_add_resource_with_a_chosen_uuid(database: Database) -> None:
+    chosen = new_uuid()
+    owner = new_uuid()
+    await database.run(lambda s: add_resource(
+        s, thing("mine", uuid=chosen), "ZTestThingVO", owner_account_uuid=owner))
+
+    resource = await database.run(lambda s: s.get_one(ResourceVO, chosen))
+    assert (resource.resourceType, resource.resourceName, resource.ownerAccountUuid) == (
+        "ZTestThingVO", "mine", owner)
+
+
+async def test_add_resource_rejects_a_bad_uuid(database: Database) -> None:
+    with pytest.raises(ZError) as info:
+        await database.run(lambda s: add_resource(s, thing(uuid="NOT-A-UUID"), "ZTestThingVO"))
+    assert info.value.code == INVALID_ARGUMENT
+    assert "'NOT-A-UUID'" in info.value.details and "ZTestThingVO" in info.value.details
+    assert await database.run(count, ResourceVO) == 0
+
+
+async def test_add_resource_rejects_a_duplicate_uuid(database: Database) -> None:
+    chosen = new_uuid()
+    await database.run(lambda s: add_resource(s, thing(uuid=chosen), "ZTestThingVO"))
+
+    with pytest.raises(ZError, match="resource uuid already exists") as info:
+        await database.run(lambda s: add_resource(s, thing(uuid=chosen), "ZTestThingVO"))
+    assert info.value.code == INVALID_ARGUMENT and chosen in info.value.details
+
+    def twice(session: Session) -> None:  # both pending in one transaction
+        fresh = new_uuid()
+        add_resource(session, thing(uuid=fresh), "ZTestThingVO")
+        add_resource(session, thing(uuid=fresh), "ZTestThingVO")
+
+    with pytest.raises(ZError, match="resource uuid already exists"):
+        await database.run(twice)
+    assert await database.run(count, ResourceVO) == 1
+
+
+async def test_delete_resource_takes_its_row_and_tags(database: Database) -> None:
+    def create(session: Session) -> str:
+        obj = add_resource(session, thing(), "ZTestThingVO")
+        session.add(SystemTagVO(resourceUuid=obj.uuid, resourceType="ZTestThingVO", tag="a::b"))
+        session.add(UserTagVO(resourceUuid=obj.uuid, resourceType="ZTestThingVO", tag="web"))
+        return obj.uuid
+
+    uuid = await database.run(create)
+    await database.run(lambda s: delete_resource(s, s.get_one(ZTestThingVO, uuid)))
+
+    def counts(session: Session) -> list[int]:
+        return [count(session, m) for m in (ZTestThingVO, ResourceVO, SystemTagVO, UserTagVO)]
+
+    assert await database.run(counts) == [0, 0, 0, 0]
+
+
+async def test_tags_need_an_existing_resource(database: Database) -> None:
+    with pytest.raises(IntegrityError):
+        await database.run(lambda s: s.add(
+            UserTagVO(resourceUuid=new_uuid(), resourceType="ZTestThingVO", tag="x")))
+
+
+# --------------------------------------------------------------------------- columns
+
+
+async def test_timestamps_are_utc_with_microseconds(database: Database) -> None:
+    created = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=timezone(timedelta(hours=8)))
+    obj = await database.run(
+        lambda s: add_resource(s, thing(createDate=created), "ZTestThingVO"))
+
+    stored = await database.run(lambda s: s.get_one(ZTestThingVO, obj.uuid))
+    assert stored.createDate == created
+    assert stored.createDate.tzinfo == UTC
+    assert stored.createDate.microsecond == 123456
+    assert stored.lastOpDate == stored.createDate  # set by add_resource when absent
+
+    def rename(session: Session) -> None:
+        session.get_one(ZTestThingVO, obj.uuid).name = "renamed"
+
+    await database.run(rename)
+    renamed = await database.run(lambda s: s.get_one(ZTestThingVO, obj.uuid))
+    assert renamed.lastOpDate > stored.lastOpDate  # moved by the UPDATE
+    assert renamed.lastOpDate.tzinfo == UTC
+    assert renamed.createDate == created
+    resource = await database.run(lambda s: s.get_one(ResourceVO, obj.uuid))
+    assert resource.resourceName == "renamed"
+    assert resource.createDate == created
+
+
+async def test_global_config_category_and_name_are_unique(database: Database) -> None:
+    await database.run(lambda s: s.add(
+        GlobalConfigVO(category="vm", name="deletionPolicy", value="Delay", defaultValue="Delay")))
+    await database.run(lambda s: s.add(GlobalConfigVO(category="host", name="deletionPolicy")))
+    await database.run(lambda s: s.add(GlobalConfigVO(category="vm", name="DeletionPolicy")))
+
+    with pytest.raises(IntegrityError):
+        await database.run(lambda s: s.add(GlobalConfigVO(category="vm", name="deletionPolicy")))
+    rows = await database.run(lambda s: s.scalars(select(GlobalConfigVO.id)).all())
+    assert len(rows) == 3 and all(isinstance(i, int) for i in rows)
+
+
+async def test_long_tags_round_trip(database: Database) -> None:
+    tag = "staticIp::" + "é" * 2000
+
+    def create(session: Session) -> str:
+        obj = add_resource(session, thing(), "ZTestThingVO")
+        session.add(SystemTagVO(resourceUuid=obj.uuid, resourceType="ZTestThingVO", tag=tag,
+                                inherent=True))
+        return obj.uuid
+
+    uuid = await database.run(create)
+    stored = await database.run(
+        lambda s: s.scalars(select(SystemTagVO).where(SystemTagVO.resourceUuid == uuid)).one())
+    assert (stored.tag, stored.type, stored.inherent) == (tag, "System", True)
+    assert is_uuid(stored.uuid)
+
+
+def test_string_columns_have_lengths() -> None:
+    # MariaDB has no unbounded VARCHAR; every String in the core's models needs a length.
+    for table in CORE_TABLES:
+        for column in Base.metadata.tables[table].columns:
+            if isinstance(column.type, String) and type(column.type).__name__ != "Text":
+                assert column.type.length, f"{table}.{column.name}"

@@ -1,0 +1,810 @@
+"""The database: SQLAlchemy 2 models, Alembic migrations, and short transactions off the loop.
+
+A node builds one :class:`Database` with :func:`create_database` and passes it on; nothing
+here is created at import time, so a test can run two nodes in one process.
+
+Database work is short synchronous transactions run in a small thread pool owned by the
+:class:`Database` (``await db.run(fn, ...)``): synchronous SQLAlchemy in a worker thread
+serves far more short reads per second than an async driver, and the event loop never waits
+on the database.
+
+Models subclass :class:`Base`. A resource's model also mixes in :class:`ResourceMixin`
+(``uuid``, ``name``, ``description``, ``createDate``, ``lastOpDate``) and every resource has a
+row in the common table :class:`ResourceVO`, written in the same transaction by
+:func:`add_resource`. Column names are ZStack's inventory field names, camelCase.
+
+Each plugin owns its tables' Alembic revisions, on its own branch that ``depends_on`` the
+core's base revision ``zcore_0001`` (see :meth:`Database.upgrade`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import re
+import sqlite3
+import time
+import uuid as _uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeEngine
+
+from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
+from zcore.records import Migrations
+
+__all__ = [
+    "CORE_BRANCH",
+    "CORE_REVISION",
+    "NAMING_CONVENTION",
+    "Base",
+    "Database",
+    "GlobalConfigVO",
+    "ResourceMixin",
+    "ResourceVO",
+    "SystemTagVO",
+    "TimestampMixin",
+    "UTCDateTime",
+    "UserTagVO",
+    "add_resource",
+    "create_database",
+    "delete_resource",
+    "is_uuid",
+    "new_uuid",
+    "utcnow",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: The Alembic branch label and base revision of the core's own tables. A plugin's first
+#: revision declares ``depends_on = "zcore_0001"``.
+CORE_BRANCH = "zcore"
+CORE_REVISION = "zcore_0001"
+
+_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_UUID = re.compile(r"^[0-9a-f]{32}$")
+_SERVER_THREADS = 8
+_POOL_OVERFLOW = 2  # room for run_sync(), upgrade() and the ctl tool next to the workers
+_SQLITE_BUSY_MS = 30_000
+_MIGRATION_LOCK_WAIT = 600  # seconds a node waits for another one's migrations
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def new_uuid() -> str:
+    """A new resource uuid: 32 lower-case hex digits (a uuid4 without dashes)."""
+    return _uuid.uuid4().hex
+
+
+def is_uuid(value: object) -> bool:
+    """Whether ``value`` is a resource uuid: exactly 32 lower-case hex digits."""
+    return isinstance(value, str) and _UUID.match(value) is not None
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC, with microseconds."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC with microseconds on every backend, read back aware (UTC).
+
+    Stored without a time zone (``TIMESTAMP`` on PostgreSQL, ``DATETIME(6)`` on MariaDB and
+    MySQL, ISO text on SQLite). Aware values are converted to UTC before they are stored;
+    naive values are taken to be UTC already. Use it in models and in migrations::
+
+        sa.Column("lastSeen", UTCDateTime(), nullable=True)
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=False))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None:
+            value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
+
+
+# --------------------------------------------------------------------------- models
+
+# Every constraint and index gets a predictable name, the same on all three backends, so a
+# later migration can drop or alter it by name.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every model, the core's and the plugins'.
+
+    Table and column names follow ZStack (``VmInstanceVO``, ``lastOpDate``). Constraints and
+    indexes are named by :data:`NAMING_CONVENTION` (``ix_<table>_<columns>``,
+    ``uq_<table>_<columns>``, ``fk_<table>_<columns>_<referred table>``, ``pk_<table>``),
+    which the migrations use as well. ``Mapped[datetime]`` maps to :class:`UTCDateTime`.
+    String columns need a length (MariaDB has no unbounded ``VARCHAR``); mind MariaDB's
+    3072-byte index limit (768 characters of utf8mb4) when indexing them.
+
+    A plugin's tables are created by the plugin's own Alembic revisions, never by
+    ``metadata.create_all``. Note that SQLAlchemy orders the INSERTs of one flush by
+    ``relationship()``, not by foreign keys alone: to add a row and another that refers to it
+    in one transaction, declare the relationship or ``session.flush()`` in between.
+    """
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+
+
+class TimestampMixin:
+    """``createDate`` and ``lastOpDate``, UTC with microseconds; ``lastOpDate`` moves on UPDATE."""
+
+    createDate: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lastOpDate: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ResourceMixin(TimestampMixin):
+    """The columns every resource has, as in ZStack's inventories.
+
+    ``uuid`` (32 lower-case hex digits, primary key, and a foreign key to
+    :class:`ResourceVO` with ``ON DELETE CASCADE``), ``name``, ``description``,
+    ``createDate`` and ``lastOpDate``. Create resources with :func:`add_resource` (which
+    writes the :class:`ResourceVO` row in the same transaction) and delete them with
+    :func:`delete_resource`. A model::
+
+        class ZoneVO(ResourceMixin, Base):
+            __tablename__ = "ZoneVO"
+            state: Mapped[str] = mapped_column(String(64))
+
+    Its migration creates the same columns, with
+    ``sa.ForeignKeyConstraint(["uuid"], ["ResourceVO.uuid"], ondelete="CASCADE")``.
+    """
+
+    uuid: Mapped[str] = mapped_column(
+        String(32), ForeignKey("ResourceVO.uuid", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(2048), default=None)
+
+
+class ResourceVO(Base):
+    """The common resource table: one row per resource of any type, any plugin.
+
+    ``resourceType`` is the registered resource type name (``VmInstanceVO``);
+    ``ownerAccountUuid`` the account that owns it (``None`` for resources of the system).
+    Queries join it to filter by owner and to find a resource's type from its uuid.
+    """
+
+    __tablename__ = "ResourceVO"
+
+    uuid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    resourceName: Mapped[str | None] = mapped_column(String(255), default=None)
+    resourceType: Mapped[str] = mapped_column(String(255), index=True)
+    ownerAccountUuid: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    createDate: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GlobalConfigVO(Base):
+    """A stored global configuration value, as ZStack's ``GlobalConfigInventory``."""
+
+    __tablename__ = "GlobalConfigVO"
+    __table_args__ = (UniqueConstraint("category", "name"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    category: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str | None] = mapped_column(Text(), default=None)
+    defaultValue: Mapped[str | None] = mapped_column(Text(), default=None)
+    description: Mapped[str | None] = mapped_column(Text(), default=None)
+
+
+class _TagMixin(TimestampMixin):
+    # ``tag`` is deliberately not indexed: 2048 utf8mb4 characters exceed MariaDB's index
+    # limit, and tags are looked up by resource first.
+    uuid: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_uuid)
+    resourceUuid: Mapped[str] = mapped_column(
+        String(32), ForeignKey("ResourceVO.uuid", ondelete="CASCADE"), index=True
+    )
+    resourceType: Mapped[str] = mapped_column(String(255), index=True)
+    tag: Mapped[str] = mapped_column(String(2048))
+
+
+class SystemTagVO(_TagMixin, Base):
+    """A system tag, as ZStack's ``SystemTagInventory``; it goes when its resource goes.
+
+    ``inherent`` tags are set by the system and cannot be deleted by a user.
+    """
+
+    __tablename__ = "SystemTagVO"
+
+    type: Mapped[str] = mapped_column(String(64), default="System")
+    inherent: Mapped[bool] = mapped_column(Boolean(), default=False)
+
+
+class UserTagVO(_TagMixin, Base):
+    """A user tag, as ZStack's ``UserTagInventory``; it goes when its resource goes."""
+
+    __tablename__ = "UserTagVO"
+
+    type: Mapped[str] = mapped_column(String(64), default="User")
+    tagPatternUuid: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def add_resource(
+    session: Session,
+    obj: R,
+    resource_type: str,
+    *,
+    owner_account_uuid: str | None = None,
+) -> R:
+    """Add ``obj`` (a :class:`ResourceMixin` model) and its :class:`ResourceVO` row.
+
+    Call it inside a transaction (``db.run``); both rows commit or roll back together.
+    ``resource_type`` is the registered resource type name (``"ZoneVO"``). A uuid already
+    set on ``obj`` is the caller's choice: it must be 32 lower-case hex digits and not in use
+    by any resource, else :class:`~zcore.errors.ZError` ``SYS.1007``. Without one, a new
+    uuid is generated. ``createDate`` and ``lastOpDate`` are set to now if not set. Returns
+    ``obj``::
+
+        def create_zone(session: Session, name: str) -> ZoneVO:
+            return add_resource(session, ZoneVO(name=name, state="Enabled"), "ZoneVO")
+
+        zone = await db.run(create_zone, "zone-1")
+    """
+    chosen: Any = getattr(obj, "uuid", None)
+    if chosen is None:
+        chosen = new_uuid()
+        obj.uuid = chosen  # type: ignore[attr-defined]
+    elif not is_uuid(chosen):
+        raise ZError(
+            INVALID_ARGUMENT,
+            "invalid resource uuid",
+            f"{resource_type} uuid {chosen!r} is not 32 lower-case hex digits "
+            "(a uuid4 without dashes); omit it to have one generated",
+        )
+    else:
+        # A select (not session.get) so that rows still pending in this session count too.
+        existing = session.scalar(select(ResourceVO.resourceType).where(ResourceVO.uuid == chosen))
+        if existing is not None:
+            raise ZError(
+                INVALID_ARGUMENT,
+                "resource uuid already exists",
+                f"uuid {chosen} chosen for a new {resource_type} is already used by a "
+                f"{existing}; choose another uuid or omit it",
+            )
+    now = utcnow()
+    if getattr(obj, "createDate", None) is None:
+        obj.createDate = now  # type: ignore[attr-defined]
+    if getattr(obj, "lastOpDate", None) is None:
+        obj.lastOpDate = obj.createDate  # type: ignore[attr-defined]
+    session.add(
+        ResourceVO(
+            uuid=chosen,
+            resourceName=getattr(obj, "name", None),
+            resourceType=resource_type,
+            ownerAccountUuid=owner_account_uuid,
+            createDate=obj.createDate,  # type: ignore[attr-defined]
+        )
+    )
+    # The unit of work orders INSERTs by relationship(), not by foreign key: write the
+    # ResourceVO row first, so that the model's foreign key to it holds.
+    session.flush()
+    session.add(obj)
+    return obj
+
+
+def delete_resource(session: Session, obj: object) -> None:
+    """Delete ``obj`` and its :class:`ResourceVO` row (and so its tags) in this transaction."""
+    session.delete(obj)
+    session.flush()
+    session.execute(delete(ResourceVO).where(ResourceVO.uuid == obj.uuid))  # type: ignore[attr-defined]
+
+
+def _sync_resource_names(session: Session, flush_context: Any, instances: Any) -> None:
+    # Keep ResourceVO.resourceName equal to the resource's name when it is renamed.
+    renamed = []
+    for obj in session.dirty:
+        if isinstance(obj, ResourceMixin):
+            history = sa_inspect(obj).attrs.name.history
+            if history.added:
+                renamed.append((obj.uuid, history.added[0]))
+    if renamed:
+        conn = session.connection()
+        for resource_uuid, name in renamed:
+            conn.execute(
+                update(ResourceVO).where(ResourceVO.uuid == resource_uuid).values(resourceName=name)
+            )
+
+
+# --------------------------------------------------------------------------- the database
+
+
+class Database:
+    """One database, its connection pool and the worker threads that run transactions on it.
+
+    Build it with :func:`create_database`. Work is a plain function taking a
+    :class:`~sqlalchemy.orm.Session` first; :meth:`run` calls it in a worker thread inside
+    one transaction, committed when it returns and rolled back when it raises::
+
+        def rename(session: Session, uuid: str, name: str) -> ZoneVO:
+            zone = session.get_one(ZoneVO, uuid)
+            zone.name = name
+            return zone
+
+        zone = await db.run(rename, zone_uuid, "west")
+
+    Keep transactions short and indexed; never await or call the bus inside one. Objects
+    returned stay readable after the commit (``expire_on_commit=False``) but are detached
+    from the session: load what the caller needs before returning. Cancelling the awaiting
+    task does not stop a transaction already running in its thread; it still commits or
+    rolls back on its own.
+
+    On SQLite every transaction begins ``IMMEDIATE`` (SQLite admits one writer at a time
+    anyway, and a transaction that reads and then writes can then never fail halfway with
+    "database is locked"); on MariaDB and MySQL the isolation level is ``READ COMMITTED``,
+    as PostgreSQL's default, so the backends behave alike.
+    """
+
+    def __init__(self, engine: Engine, *, threads: int) -> None:
+        self._engine = engine
+        self._threads = threads
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "before_flush", _sync_resource_names)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zcore-db")
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Database {self.masked_url} threads={self._threads}>"
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def engine(self) -> Engine:
+        """The synchronous SQLAlchemy engine; use it only from a worker or at start-up."""
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL, with the password in it; never log it, use :attr:`masked_url`."""
+        return self._engine.url.render_as_string(hide_password=False)
+
+    @property
+    def masked_url(self) -> str:
+        """The database URL with the password shown as ``***``, for messages and logs."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """The backend: ``sqlite``, ``postgresql``, ``mysql`` or ``mariadb``."""
+        return self._engine.dialect.name
+
+    @property
+    def threads(self) -> int:
+        """How many transactions run at once."""
+        return self._threads
+
+    # ----------------------------------------------------------------- transactions
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[Session, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``fn(session, *args, **kwargs)`` in a worker thread inside one transaction.
+
+        Commits when ``fn`` returns and gives its result; rolls back when it raises and
+        re-raises the same exception. The context variables of the caller are visible in
+        ``fn``.
+        """
+        if self._closed:
+            raise RuntimeError(f"database {self.masked_url} is closed")
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{fn.__qualname__} is a coroutine function; Database.run needs a "
+                            "plain function, which it runs in a worker thread")
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self._executor, ctx.run, self._transaction, fn, args, kwargs
+        )
+
+    def run_sync(
+        self,
+        fn: Callable[Concatenate[Session, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As :meth:`run`, but in the calling thread: for start-up and the ctl tool only."""
+        if self._closed:
+            raise RuntimeError(f"database {self.masked_url} is closed")
+        return self._transaction(fn, args, kwargs)
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> T:
+        with self._sessions.begin() as session:
+            return fn(session, *args, **kwargs)
+
+    # ----------------------------------------------------------------- migrations
+
+    def upgrade(self, sources: Iterable[Migrations] = ()) -> list[str]:
+        """Apply the core's revisions and every branch in ``sources`` up to its head.
+
+        ``sources`` are the plugins' :class:`~zcore.records.Migrations` (from the
+        ``zcore_db_migrations`` hook). Each is a directory of Alembic revisions whose first
+        revision has ``branch_labels = ("<branch>",)`` and ``depends_on = "zcore_0001"``.
+        Returns the revision ids applied, in order; an up-to-date database gives ``[]``.
+
+        Raises :class:`~zcore.errors.StartupError`, with a message naming the database, the
+        revision or branch and the fix, when the server cannot be reached, a source is
+        wrong, the database holds a revision that no enabled plugin provides, or a
+        migration fails. Blocking: call it at start-up, or :meth:`migrate` from the loop.
+        """
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        sources = list(sources)
+        config = self._alembic_config(sources)
+        script = self._load_scripts(config, sources)
+        applied: list[str] = []
+
+        def on_apply(*, step: Any, **_: Any) -> None:
+            if step.is_upgrade:
+                applied.append(step.up_revision_id)
+
+        with self._connect() as conn, self._migration_transaction(conn):
+            current = MigrationContext.configure(conn).get_current_heads()
+            self._check_current(script, current, sources)
+            config.attributes["connection"] = conn
+            config.attributes["on_version_apply"] = on_apply
+            plan: list[str] = []
+            try:
+                plan = [s.revision for s in reversed(list(
+                    script.iterate_revisions("heads", current or "base", implicit_base=True)))]
+                command.upgrade(config, "heads")
+            except Exception as exc:
+                failed = next((r for r in plan if r not in applied), None)
+                where = ""
+                if failed is not None:
+                    path = script.get_revision(failed).path
+                    where = f" while applying revision {failed!r} ({path})"
+                raise StartupError(
+                    f"migrating the database {self.masked_url} failed{where}: "
+                    f"{type(exc).__name__}: {exc}\nRevisions applied before the failure: "
+                    f"{', '.join(applied) or 'none'}. Fix the migration (or the database), "
+                    "then start again; on MariaDB/MySQL, DDL is not transactional, so check "
+                    "what the failed revision left behind."
+                ) from exc
+        return applied
+
+    async def migrate(self, sources: Iterable[Migrations] = ()) -> list[str]:
+        """:meth:`upgrade` in a worker thread, for use from the event loop."""
+        sources = list(sources)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.upgrade, sources)
+
+    def current_revisions(self) -> set[str]:
+        """The revisions the database is at: one head per branch; empty when never migrated."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self._connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+
+    @contextmanager
+    def _migration_transaction(self, conn: Connection) -> Iterator[None]:
+        # Nodes starting together on one database migrate one after the other; the second
+        # finds the database up to date. SQLite needs no lock: the transaction begins
+        # IMMEDIATE, which already excludes other writers.
+        if self.dialect == "postgresql":
+            with conn.begin():
+                # Per schema; released by the commit or rollback.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock("
+                                     "hashtext(current_schema() || '.zcore_migrations'))")
+                yield
+        elif self.dialect in ("mysql", "mariadb"):
+            # DDL commits implicitly on MySQL: a session lock, held across those commits.
+            lock = "LEFT(CONCAT('zcore_migrations.', DATABASE()), 64)"
+            got = conn.execute(text(f"SELECT GET_LOCK({lock}, :wait)"),
+                               {"wait": _MIGRATION_LOCK_WAIT}).scalar()
+            conn.commit()
+            if got != 1:
+                raise StartupError(
+                    f"waited {_MIGRATION_LOCK_WAIT} s for another node to finish migrating the "
+                    f"database {self.masked_url}; look for a stuck `zstack-ctl deploydb` or "
+                    "node start-up, then start again")
+            try:
+                with conn.begin():
+                    yield
+            finally:
+                conn.exec_driver_sql(f"SELECT RELEASE_LOCK({lock})")
+                conn.commit()
+        else:
+            with conn.begin():
+                yield
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            conn = self._engine.connect()
+        except DBAPIError as exc:
+            raise StartupError(
+                f"cannot connect to the database {self.masked_url}: "
+                f"{str(exc.orig).strip() or type(exc.orig).__name__}\n"
+                "Check that the server is running and reachable and that the URL names an "
+                "existing database and a user allowed to use it (database.url in zstack.yaml, "
+                "ZSTACK_DATABASE_URL, or --db-url)."
+            ) from exc
+        with conn:
+            yield conn
+
+    def _alembic_config(self, sources: list[Migrations]) -> Any:
+        from alembic.config import Config
+
+        locations = [str(_MIGRATIONS_DIR / "versions")]
+        branches: dict[str, Path] = {CORE_BRANCH: _MIGRATIONS_DIR / "versions"}
+        for source in sources:
+            path = Path(source.path).resolve()
+            if source.branch in branches:
+                raise StartupError(
+                    f"two sets of migrations claim the branch {source.branch!r}: "
+                    f"{branches[source.branch]} and {path}; each plugin needs its own branch")
+            if not path.is_dir():
+                raise StartupError(
+                    f"the migrations of branch {source.branch!r} are missing: {path} is not a "
+                    "directory; reinstall the plugin that provides them")
+            if str(path) in locations:
+                raise StartupError(f"the migrations directory {path} is given twice (branch "
+                                   f"{source.branch!r}); each branch needs its own directory")
+            branches[source.branch] = path
+            locations.append(str(path))
+        config = Config()
+        config.set_main_option("script_location", str(_MIGRATIONS_DIR).replace("%", "%%"))
+        # version_locations is split on os.pathsep; path_separator is Alembic >= 1.16's name
+        # for the option, version_path_separator the older one.
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("version_path_separator", "os")
+        # ConfigParser interpolates "%": double it.
+        config.set_main_option(
+            "version_locations", os.pathsep.join(locations).replace("%", "%%"))
+        return config
+
+    def _load_scripts(self, config: Any, sources: list[Migrations]) -> Any:
+        from alembic.script import ScriptDirectory
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                script = ScriptDirectory.from_config(config)
+                revisions = list(script.walk_revisions())
+        except KeyError as exc:
+            raise StartupError(
+                f"cannot read the migrations ({', '.join(_describe(sources))}): a revision's "
+                f"down_revision or depends_on names {exc.args[0]!r}, which none of these "
+                "directories provides; fix that revision, or enable the plugin that provides "
+                f"{exc.args[0]!r}"
+            ) from exc
+        except Exception as exc:
+            raise StartupError(
+                f"cannot read the migrations ({', '.join(_describe(sources))}): "
+                f"{type(exc).__name__}: {exc}\nFix the revision file named, or the plugin's "
+                "migrations directory."
+            ) from exc
+        for warning in caught:
+            if "present more than once" in str(warning.message):
+                raise StartupError(f"migrations conflict: {warning.message}; revision ids must "
+                                   "be unique across plugins (prefix them with the branch name)")
+        labels: dict[str, Path] = {}
+        for rev in revisions:
+            for label in rev.branch_labels:
+                labels[label] = Path(rev.path).resolve().parent
+        for source in sources:
+            where = labels.get(source.branch)
+            if where is None:
+                raise StartupError(
+                    f"the migrations in {Path(source.path).resolve()} declare no branch "
+                    f"{source.branch!r}: its first revision needs branch_labels = "
+                    f"({source.branch!r},) and depends_on = {CORE_REVISION!r}")
+            if where != Path(source.path).resolve():
+                raise StartupError(
+                    f"branch {source.branch!r} is declared in {where}, not in the plugin's "
+                    f"migrations directory {Path(source.path).resolve()}")
+        return script
+
+    def _check_current(self, script: Any, current: tuple[str, ...],
+                       sources: list[Migrations]) -> None:
+        known = {rev.revision for rev in script.walk_revisions()}
+        missing = sorted(rev for rev in current if rev not in known)
+        if not missing:
+            return
+        branches = ", ".join([CORE_BRANCH, *(s.branch for s in sources)])
+        guesses = {m.rsplit("_", 1)[0] for m in missing if re.match(r"^.+_\d+$", m)}
+        hint = (f" (by its name, from the plugin branch {', '.join(map(repr, sorted(guesses)))})"
+                if guesses else "")
+        raise StartupError(
+            f"the database {self.masked_url} is at revision "
+            f"{', '.join(map(repr, missing))}{hint}, which none of the enabled plugins' "
+            f"migrations provides (branches: {branches}).\n"
+            "The plugin that created it is disabled or no longer installed: enable it again "
+            "(plugins: in zstack.yaml, ZSTACK_DISABLE_PLUGINS), or point database.url at a "
+            "database made for this set of plugins."
+        )
+
+    # ----------------------------------------------------------------- shutdown
+
+    async def close(self) -> None:
+        """Wait for running transactions, stop the worker threads and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+
+    def close_sync(self) -> None:
+        """As :meth:`close`, from a thread without an event loop (the ctl tool)."""
+        if not self._closed:
+            self._closed = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._engine.dispose()
+
+
+def _describe(sources: list[Migrations]) -> list[str]:
+    return [f"{CORE_BRANCH} in {_MIGRATIONS_DIR / 'versions'}",
+            *(f"{s.branch} in {s.path}" for s in sources)]
+
+
+def create_database(url: str, *, threads: int | None = None, echo: bool = False) -> Database:
+    """Build a :class:`Database` for ``url``; connect lazily; migrate with :meth:`~Database.upgrade`.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/zstack.db`` (the default backend; the
+    parent directory is created; ``sqlite://`` is a private in-memory database),
+    ``postgresql+psycopg://user:pw@host/db`` or ``mysql+pymysql://user:pw@host/db``.
+    ``threads`` is how many transactions run at once: by default 1 for SQLite (it admits one
+    writer at a time, so more threads only contend for the lock) and 8 for a server; the
+    connection pool holds as many connections, plus two for start-up work. ``echo`` logs
+    every statement.
+
+    SQLite files are opened in WAL mode with ``synchronous=NORMAL``, foreign keys enforced
+    and a 30 s busy timeout. Nothing connects until the first use.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise StartupError(f"the database URL {url!r} is not valid: {exc}; expected e.g. "
+                           "sqlite:////var/lib/zstack/zstack.db or "
+                           "postgresql+psycopg://user@host/zstack") from exc
+    backend = parsed.get_backend_name()
+    if threads is None:
+        threads = 1 if backend == "sqlite" else _SERVER_THREADS
+    if threads < 1:
+        raise StartupError(f"database threads must be at least 1, not {threads}")
+    options: dict[str, Any] = {"echo": echo}
+
+    if backend == "sqlite":
+        database = parsed.database or ""
+        memory = database in ("", ":memory:") or "mode=memory" in database
+        if memory:
+            if threads != 1:
+                raise StartupError(f"an in-memory SQLite database ({url}) serves one thread, "
+                                   f"not {threads}; use a file for more")
+            # One shared connection, or each thread would see its own empty database.
+            options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            if not database.startswith("file:"):
+                directory = Path(database).expanduser().resolve().parent
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StartupError(
+                        f"cannot create the directory {directory} for the SQLite database "
+                        f"{parsed}: {exc.strerror or exc}; choose a writable node.data_dir or "
+                        "database.url") from exc
+            options.update(pool_size=threads, max_overflow=_POOL_OVERFLOW)
+        engine = create_engine(parsed, **options)
+        _configure_sqlite(engine, wal=not memory)
+    else:
+        options.update(pool_size=threads, max_overflow=_POOL_OVERFLOW, pool_recycle=3600)
+        if backend in ("mysql", "mariadb"):
+            options["isolation_level"] = "READ COMMITTED"
+        try:
+            engine = create_engine(parsed, **options)
+        except Exception as exc:
+            raise StartupError(
+                f"cannot use the database URL {parsed.render_as_string(hide_password=True)}: "
+                f"{type(exc).__name__}: {exc}; install the driver it names (psycopg for "
+                "postgresql+psycopg, pymysql for mysql+pymysql)") from exc
+    return Database(engine, threads=threads)
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Take transaction control from the sqlite3 module (which would not BEGIN before
+        # SELECT, DDL or SAVEPOINT): SQLAlchemy's begin event below emits it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # The busy timeout first: switching to WAL waits for other connections' locks.
+            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+            if wal:
+                _enable_wal(cursor)
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _enable_wal(cursor: Any) -> None:
+    # WAL is persistent, so this switches a file once. The switch needs an exclusive lock,
+    # and SQLite answers "locked" at once, without waiting, to the connection that would
+    # deadlock with another one's write transaction: back off and retry.
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
