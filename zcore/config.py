@@ -140,6 +140,11 @@ def _check_keys(data: Mapping[str, Any], where: str) -> None:
                                   + _suggest(str(key), fields))
 
 
+def _accepts_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is list or any(
+        typing.get_origin(arg) is list for arg in typing.get_args(hint))
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     known: dict[str, tuple[str, str]] = {
         f"ZSTACK_{section}_{key}".upper(): (section, key)
@@ -158,7 +163,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, key = known[var]
         hint = typing.get_type_hints(_SECTIONS[section])[key]
         value: Any = raw
-        if "list" in str(hint) and raw != "all":
+        if raw != "all" and _accepts_list(hint):
             value = [item.strip() for item in raw.split(",") if item.strip()]
         try:
             value = msgspec.convert(value, hint, strict=False)

@@ -192,7 +192,7 @@ async def test_plugins_contribute_chains_steps_and_insertions(make_node: MakeNod
 
 async def test_two_nodes_share_database_and_broker(make_node: MakeNode) -> None:
     a = await make_node()
-    b = await make_node(settings=None)
+    b = await make_node()
     rows = await a.db.run(lambda s: set(s.scalars(select(ManagementNodeVO.uuid))))
     assert rows == {a.uuid, b.uuid}
 
