@@ -3,6 +3,7 @@
 from zcore.errors import ConfigError, StartupError, ZError
 from zcore.hookspecs import hookimpl, hookspec
 from zcore.records import (
+    ApiMessage,
     CascadeEdge,
     DriverNamespace,
     FlowChainFile,
@@ -10,6 +11,7 @@ from zcore.records import (
     FlowStep,
     GlobalConfigOption,
     Migrations,
+    QueryExpansion,
     ResourceType,
     SystemTagPattern,
     WebRoute,
@@ -18,6 +20,7 @@ from zcore.records import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiMessage",
     "CascadeEdge",
     "ConfigError",
     "DriverNamespace",
@@ -26,6 +29,7 @@ __all__ = [
     "FlowStep",
     "GlobalConfigOption",
     "Migrations",
+    "QueryExpansion",
     "ResourceType",
     "StartupError",
     "SystemTagPattern",

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from zcore.api import Caller
     from zcore.node import Node
     from zcore.records import (
+        ApiMessage,
         CascadeEdge,
         DriverNamespace,
         FlowChainFile,
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
         FlowStep,
         GlobalConfigOption,
         Migrations,
+        QueryExpansion,
         ResourceType,
         SystemTagPattern,
         WebRoute,
@@ -178,6 +181,36 @@ def zcore_driver_namespaces() -> Iterable[DriverNamespace]:
     """
 
 
+@hookspec
+def zcore_query_expansions() -> Iterable[QueryExpansion]:
+    """Let queries on a resource type reach the fields of a related one.
+
+    Called once at build time. Each :class:`~zcore.records.QueryExpansion` gives a name
+    (``zone``) under which queries on ``resource`` (``ClusterVO``) reach the fields of
+    ``target`` (``ZoneVO``), joined on ``local_key`` = ``foreign_key``. A plugin may expand
+    another plugin's resource type: that is how the EIP plugin adds ``eip`` to VM NICs.
+    Both types and both columns are checked at start-up; ``(resource, name)`` is unique.
+
+    Example::
+
+        @hookimpl
+        def zcore_query_expansions():
+            yield QueryExpansion("ClusterVO", "zone", "ZoneVO", local_key="zoneUuid")
+    """
+
+
+@hookspec
+def zcore_api_messages() -> Iterable[ApiMessage]:
+    """Provide the APIs this plugin serves.
+
+    Called once at build time. Each :class:`~zcore.records.ApiMessage` wraps a subclass of
+    :class:`zcore.api.APIMessage` named as ZStack names the API (``CreateZone``), declaring
+    its REST route, body envelope, sync or async answer and parameters. The REST server,
+    the OpenAPI document and ``zstack-cli`` are generated from them. API names and
+    ``(method, path, envelope)`` routes are unique across plugins.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Lifecycle: called on the running node. Implementations may be async.
 # --------------------------------------------------------------------------------------------
@@ -211,4 +244,38 @@ def zcore_node_stopping(node: Node) -> Any:
     Called once per node, while the bus and the database still work and before background
     tasks are cancelled. May be async. An exception is logged and the other plugins are still
     called.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Questions one plugin answers for the node (firstresult). Implementations may be async.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def zcore_authenticate(node: Node, session_uuid: str | None) -> Caller | None:
+    """Say who is calling: turn a session uuid into a :class:`zcore.api.Caller`.
+
+    Called once per API call that needs a session, with the uuid from the
+    ``Authorization: OAuth <uuid>`` header (``None`` when there is none). Return the
+    :class:`~zcore.api.Caller` (its account and whether it is an administrator), or raise a
+    :class:`~zcore.errors.ZError` ``ID.1001`` for a missing, unknown or expired session. The
+    first plugin to return a value wins; the ``identity`` plugin implements it. With no
+    implementation at all every call runs as the system administrator. May be async.
+    """
+
+
+@hookspec(firstresult=True)
+def zcore_delete_dependants(
+    node: Node, caller: Caller, resource_type: str, uuid: str,
+    dependants: list[tuple[str, str]], mode: str,
+) -> bool | None:
+    """Deal with the resources that still belong to one about to be deleted.
+
+    Called once per deletion of a resource that has dependants, before it is deleted.
+    ``dependants`` lists ``(resource type, uuid)`` pairs, children first, found through the
+    cascade edges; ``mode`` is ``Permissive`` or ``Enforcing``. Return ``True`` once they
+    are deleted, or raise a :class:`~zcore.errors.ZError` to refuse. Without an
+    implementation (the ``cascade`` plugin provides one) the deletion is refused with an
+    error naming the dependants. May be async.
     """

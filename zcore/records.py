@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from zcore.flow import Step
 
 __all__ = [
+    "ApiMessage",
     "CascadeEdge",
     "DriverNamespace",
     "FlowChainFile",
@@ -27,6 +28,7 @@ __all__ = [
     "FlowStep",
     "GlobalConfigOption",
     "Migrations",
+    "QueryExpansion",
     "ResourceType",
     "SystemTagPattern",
     "WebRoute",
@@ -47,12 +49,25 @@ class ResourceType:
 
     ``model`` is the SQLAlchemy class whose rows are the resources; ``inventory`` is the
     inventory class name on the wire (``org.zstack.header.vm.VmInstanceInventory``).
+
+    ``owned_through`` names the column whose :class:`~zcore.db.ResourceVO` row decides who
+    may see a row: ``"uuid"`` for a resource (its own owner), ``"resourceUuid"`` for a tag
+    (the owner of the tagged resource), ``None`` for rows every account may read (global
+    configuration). ``to_inventory`` turns a row into its inventory dict; without it every
+    mapped column becomes a field of the same name. ``delete`` is
+    ``async delete(node, caller, uuid, mode)``, how the cascade deletes one resource of this
+    type when its parent goes; without it the row (and its tags) is simply deleted.
+    ``hidden`` names columns that no query may name, sort on or return (a password hash).
     """
 
     name: str
     model: type | None = None
     inventory: str | None = None
     description: str = ""
+    owned_through: str | None = "uuid"
+    to_inventory: Callable[[Any], dict[str, Any]] | None = None
+    delete: Callable[..., Awaitable[None]] | None = None
+    hidden: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name("resource type", self.name)
@@ -171,10 +186,14 @@ class CascadeEdge:
     """Resources of type ``child`` belong to a resource of type ``parent``.
 
     Deleting a parent deletes (or, without the cascade plugin, is refused by) its children.
+    ``field`` is the column of the child's model that holds the parent's uuid
+    (``CascadeEdge("ClusterVO", "ZoneVO", field="zoneUuid")``); it lets the core find the
+    children of a parent about to be deleted.
     """
 
     child: str
     parent: str
+    field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,3 +229,39 @@ class DriverNamespace:
     namespace: str
     base: type
     description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryExpansion:
+    """Lets queries on ``resource`` reach the fields of ``target`` through ``name``.
+
+    ``QueryExpansion("ClusterVO", "zone", "ZoneVO", local_key="zoneUuid")`` makes
+    ``QueryCluster zone.name=z1`` work: a cluster matches when a zone whose ``uuid``
+    (``foreign_key``) equals the cluster's ``zoneUuid`` (``local_key``) has that name.
+    Expansions chain to any depth (``vmNics.l3Network.l2Network.name``) and a plugin may add
+    one to another plugin's resource type. ``(resource, name)`` is unique.
+    """
+
+    resource: str
+    name: str
+    target: str
+    local_key: str = "uuid"
+    foreign_key: str = "uuid"
+
+    def __post_init__(self) -> None:
+        _check_name("query expansion", self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiMessage:
+    """Registers an API: ``message`` is a subclass of :class:`zcore.api.APIMessage`.
+
+    The class is named as ZStack names the API (``CreateZone``) and declares its REST route
+    and parameters; the API's name is unique across plugins.
+    """
+
+    message: type
+
+    @property
+    def name(self) -> str:
+        return self.message.__name__

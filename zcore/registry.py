@@ -16,6 +16,7 @@ import pluggy
 
 from zcore.errors import StartupError
 from zcore.records import (
+    ApiMessage,
     CascadeEdge,
     DriverNamespace,
     FlowChainFile,
@@ -23,6 +24,7 @@ from zcore.records import (
     FlowStep,
     GlobalConfigOption,
     Migrations,
+    QueryExpansion,
     ResourceType,
     SystemTagPattern,
     WebRoute,
@@ -62,6 +64,8 @@ class Registry:
     flow_insertions: tuple[Provided, ...]
     web_routes: Mapping[tuple[str, str], Provided]
     driver_namespaces: Mapping[str, Provided]
+    query_expansions: Mapping[tuple[str, str], Provided]
+    api_messages: Mapping[str, Provided]
     plugin_modules: Mapping[str, str]
     plugin_labels: Mapping[str, str]
 
@@ -93,6 +97,9 @@ _HOOKS: list[tuple[str, str, type, Callable[[Any], Hashable] | None, str]] = [
      "web route"),
     ("zcore_driver_namespaces", "driver_namespaces", DriverNamespace, lambda r: r.namespace,
      "driver namespace"),
+    ("zcore_query_expansions", "query_expansions", QueryExpansion,
+     lambda r: (r.resource, r.name), "query expansion"),
+    ("zcore_api_messages", "api_messages", ApiMessage, lambda r: r.name, "API"),
 ]
 
 

@@ -29,18 +29,18 @@ ROOT = Path(__file__).resolve().parents[2]
 class Zones:
     @hookimpl
     def zcore_resource_types(self) -> Any:
-        yield ResourceType("ZoneVO")
-        yield ResourceType("ClusterVO")
+        yield ResourceType("ParkVO")
+        yield ResourceType("GardenVO")
 
     @hookimpl
     def zcore_cascade_edges(self) -> Any:
-        return [CascadeEdge("ClusterVO", "ZoneVO")]
+        return [CascadeEdge("GardenVO", "ParkVO")]
 
 
 class AlsoZones:
     @hookimpl
     def zcore_resource_types(self) -> Any:
-        return [ResourceType("ZoneVO")]
+        return [ResourceType("ParkVO")]
 
 
 def test_entry_points_and_zplugins_packages_agree() -> None:
@@ -172,7 +172,7 @@ def test_duplicate_names_name_both_providers(make_settings: Callable[..., Settin
     with pytest.raises(StartupError) as caught:
         build_plugin_manager(make_settings(), extra_plugins=[("zones", Zones()),
                                                              ("zones2", AlsoZones())])
-    assert "duplicate resource type 'ZoneVO': registered by plugin 'zones'" in str(caught.value)
+    assert "duplicate resource type 'ParkVO': registered by plugin 'zones'" in str(caught.value)
     assert "and by plugin 'zones2'" in str(caught.value)
 
 
@@ -180,10 +180,10 @@ def test_a_record_of_the_wrong_type_is_refused(make_settings: Callable[..., Sett
     class Wrong:
         @hookimpl
         def zcore_resource_types(self) -> Any:
-            return ["ZoneVO"]
+            return ["ParkVO"]
 
     with pytest.raises(StartupError, match=r"plugin 'wrong'.*zcore_resource_types yielded "
-                                           r"'ZoneVO'; expected zcore.ResourceType"):
+                                           r"'ParkVO'; expected zcore.ResourceType"):
         build_plugin_manager(make_settings(), extra_plugins=[("wrong", Wrong())])
 
 
@@ -221,8 +221,9 @@ def test_registration_is_frozen_after_build(make_settings: Callable[..., Setting
 
 def test_registry_records_keep_their_providers(make_settings: Callable[..., Settings]) -> None:
     plugins = build_plugin_manager(make_settings(), extra_plugins=[("zones", Zones())])
-    assert plugins.registry.resource_types["ClusterVO"].plugin == "zones"
-    assert plugins.registry.records("cascade_edges") == [CascadeEdge("ClusterVO", "ZoneVO")]
+    assert plugins.registry.resource_types["GardenVO"].plugin == "zones"
+    assert [p.record for p in plugins.registry.cascade_edges.values() if p.plugin == "zones"] \
+        == [CascadeEdge("GardenVO", "ParkVO")]
 
 
 # -- drivers -------------------------------------------------------------------------------
