@@ -39,7 +39,7 @@ __all__ = [
 
 # Variables that are not settings of the file but are read elsewhere.
 _OWN_VARIABLES = {"ZSTACK_CONFIG", "ZSTACK_DISABLE_PLUGINS"}
-_FOREIGN_PREFIXES = ("ZSTACK_TEST_",)
+_FOREIGN_PREFIXES = ("ZSTACK_TEST_", "ZSTACK_CLI_")
 
 
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from zcore.api import ApiService
 from zcore.bus import Bus, InProcessBroker, create_bus
 from zcore.cascade import CascadeGraph
 from zcore.config import Settings
@@ -26,7 +27,9 @@ from zcore.errors import StartupError
 from zcore.flow import FlowContext, FlowEngine
 from zcore.globalconfig import GlobalConfig
 from zcore.plugins import PluginSet, build_plugin_manager, call_lifecycle
+from zcore.query import QueryEngine
 from zcore.queues import SyncQueues
+from zcore.rest import add_rest_routes
 from zcore.tags import TagPatterns, Tags
 from zcore.web import NODE, health
 
@@ -53,7 +56,11 @@ class _Static:
             registry.records("system_tag_patterns"), resource_types=registry.resource_types,
             providers={key: registry.label(p.plugin)
                        for key, p in registry.system_tag_patterns.items()})
-        GlobalConfig.check_declarations(registry.global_configs, self.drivers, labels)
+        self.query = QueryEngine(registry.resource_types, registry.query_expansions, labels)
+        ApiService.check_declarations(registry)
+        self.global_configs = {**registry.global_configs,
+                               **ApiService.timeout_options(registry)}
+        GlobalConfig.check_declarations(self.global_configs, self.drivers, labels)
 
 
 def check(settings: Settings, *, plugins: PluginSet | None = None) -> PluginSet:
@@ -73,7 +80,8 @@ class Node:
     Attributes: ``uuid``, ``settings``, ``plugins`` (:class:`~zcore.plugins.PluginSet`),
     ``registry``, ``db`` (:class:`~zcore.db.Database`), ``bus`` (:class:`~zcore.bus.Bus`),
     ``queues`` (:class:`~zcore.queues.SyncQueues`), ``flows``
-    (:class:`~zcore.flow.FlowEngine`), ``drivers``, ``cascade``, ``tags``, ``global_config``
+    (:class:`~zcore.flow.FlowEngine`), ``drivers``, ``cascade``, ``tags``, ``global_config``,
+    ``query`` (:class:`~zcore.query.QueryEngine`), ``api`` (:class:`~zcore.api.ApiService`)
     and ``app`` (the aiohttp application; ``request.app[zcore.web.NODE]`` is the node).
     """
 
@@ -92,11 +100,14 @@ class Node:
         self.drivers = static.drivers
         self.cascade = static.cascade
         self.tags = Tags(static.tag_patterns)
-        self.global_config = GlobalConfig(self.registry.global_configs, db=db, bus=bus,
+        self.global_config = GlobalConfig(static.global_configs, db=db, bus=bus,
                                           drivers=self.drivers)
-        self.app = web.Application()
+        self.query = static.query
+        self.api = ApiService(self, self.registry, static.query)
+        self.app = web.Application(client_max_size=8 * 1024 * 1024)
         self.app[NODE] = self
         self.app.router.add_get("/health", health)
+        add_rest_routes(self)
         for (method, path), provided in self.registry.web_routes.items():
             route = provided.record
             self.app.router.add_route(method, path, route.handler, name=route.name)
@@ -139,6 +150,7 @@ class Node:
             if applied:
                 log.info("database %s migrated: %s", self.db.masked_url, ", ".join(applied))
             await self.global_config.start()
+            self.api.start()
             await call_lifecycle(self.plugins, "zcore_node_starting", node=self,
                                  stop_on_error=True)
             if serve:
