@@ -1,0 +1,57 @@
+"""What the zone and cluster APIs share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from zcore.db import delete_resource
+from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
+
+__all__ = ["DELETE_MODES", "STATE_EVENTS", "delete_rows", "get_row", "refuse_tag_uuids"]
+
+T = TypeVar("T")
+
+#: ``stateEvent`` of ChangeZoneState / ChangeClusterState and the state each one leads to.
+STATE_EVENTS = {"enable": "Enabled", "disable": "Disabled"}
+
+#: ``deleteMode`` of the delete APIs.
+DELETE_MODES = ("Permissive", "Enforcing")
+
+
+def refuse_tag_uuids(api: str, tag_uuids: list[Any] | None) -> None:
+    """``tagUuids`` attach existing tag objects (ZStack's tag2), which we do not have yet."""
+    if tag_uuids:
+        raise ZError(INVALID_ARGUMENT, "invalid argument",
+                     f"parameter 'tagUuids' of {api}: attaching existing tags by uuid is not "
+                     "supported yet; give the tags as systemTags or userTags instead")
+
+
+def get_row(session: Session, model: type[T], kind: str, uuid: str) -> T:
+    """The row of ``kind`` ``uuid``, or ``SYS.1003`` (it was deleted since the call began)."""
+    row = session.get(model, uuid)
+    if row is None:
+        raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                     f"{kind} {uuid} does not exist (any more)")
+    return row
+
+
+def delete_rows(model: type, kind: str) -> Callable[[Session, str], None]:
+    """A ``delete_rows(session, uuid)`` for :meth:`zcore.api.ApiContext.delete`."""
+
+    def delete(session: Session, uuid: str) -> None:
+        row = session.get(model, uuid)
+        if row is None:
+            return
+        try:
+            delete_resource(session, row)
+        except IntegrityError as exc:
+            # Something was added under it after its dependants were looked up.
+            raise ZError(DELETE_FAILED, f"cannot delete {kind} {uuid}",
+                         "a resource that belongs to it was created meanwhile; try again") \
+                from exc
+
+    return delete
