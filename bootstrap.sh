@@ -55,8 +55,9 @@ if [ "$action" = start ]; then
   exec .venv/bin/zstack-ctl start "$@"
 fi
 
-# The example third-party plugin is installed as its own distribution and tested with the rest.
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e examples/hello-plugin \
+# The example third-party plugins are installed as their own distributions and tested with the rest.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+  -e examples/hello-plugin -e examples/zone-labels \
   2> >(grep -v '^WARNING: Location' >&2)
 
 . scripts/test-services.sh
