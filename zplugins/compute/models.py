@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from zcore.db import Base, ResourceMixin
@@ -14,6 +14,7 @@ class ZoneVO(ResourceMixin, Base):
     """A zone: the top of the resource tree. At most one zone is the default one."""
 
     __tablename__ = "ZoneVO"
+    __table_args__ = (Index("ix_ZoneVO_name", "name"),)
 
     state: Mapped[str] = mapped_column(String(64), default="Enabled")
     type: Mapped[str] = mapped_column(String(64), default="zstack")
@@ -24,6 +25,7 @@ class ClusterVO(ResourceMixin, Base):
     """A cluster of hosts of one hypervisor type, in a zone."""
 
     __tablename__ = "ClusterVO"
+    __table_args__ = (Index("ix_ClusterVO_name", "name"),)
 
     # No ON DELETE: a zone cannot vanish under its clusters; the cascade deletes them first.
     zoneUuid: Mapped[str] = mapped_column(String(32), ForeignKey("ZoneVO.uuid"), index=True)

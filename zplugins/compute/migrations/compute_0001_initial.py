@@ -51,6 +51,9 @@ def upgrade() -> None:
                                 name=op.f("fk_ClusterVO_zoneUuid_ZoneVO")),
     )
     op.create_index(op.f("ix_ClusterVO_zoneUuid"), "ClusterVO", ["zoneUuid"])
+    # Users find zones and clusters by name far more often than by anything else.
+    op.create_index(op.f("ix_ZoneVO_name"), "ZoneVO", ["name"])
+    op.create_index(op.f("ix_ClusterVO_name"), "ClusterVO", ["name"])
 
 
 def downgrade() -> None:
