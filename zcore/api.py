@@ -535,16 +535,21 @@ class ApiContext:
             tags.add_user_tag(session, resource_uuid, resource_type, tag)
 
     async def delete(self, resource_type: str, uuid: str, mode: str,
-                     delete_rows: Callable[[Session, str], None]) -> None:
+                     delete_rows: Callable[[Session, str], None], *,
+                     also: Iterable[tuple[str, str]] = ()) -> None:
         """Delete a resource after dealing with its dependants through the cascade edges.
 
-        Dependants are found through the cascade edges that name a ``field``. With none,
-        ``delete_rows(session, uuid)`` runs. With some, the ``zcore_delete_dependants`` hook
-        deletes them (the ``cascade`` plugin) or, with no plugin to do it, the deletion is
-        refused with ``SYS.1004`` naming them.
+        Dependants are found through the cascade edges that name a ``field``; ``also`` adds
+        ``(type, uuid)`` pairs found otherwise (an account's resources), children first.
+        With none, ``delete_rows(session, uuid)`` runs. With some, the
+        ``zcore_delete_dependants`` hook deletes them (the ``cascade`` plugin) or, with no
+        plugin to do it, the deletion is refused with ``SYS.1004`` naming them.
         """
         api = self.node.api
-        dependants = await self.run(api.dependants, resource_type, uuid)
+        dependants = list(also)
+        known = {u for _, u in dependants}
+        dependants += [d for d in await self.run(api.dependants, resource_type, uuid)
+                       if d[1] not in known]
         if dependants:
             result = self.node.plugins.pm.hook.zcore_delete_dependants(
                 node=self.node, caller=self.caller, resource_type=resource_type, uuid=uuid,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import socket
 import stat
 import threading
 import urllib.parse
@@ -24,6 +23,7 @@ import pytest
 
 from zcore import cli
 from zcore.cli import Catalog, Completer, UsageError, main, prepare_call
+from zcore.testing import free_port
 
 SESSION = "5e55107a" * 4
 ACCOUNT = "a5c0a5c0" * 4
@@ -254,13 +254,6 @@ def login(tmp_path: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "session").write_text(json.dumps({"uuid": SESSION, "accountUuid": ACCOUNT,
                                                    "host": "127.0.0.1", "port": 1}))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from zcore.api import ApiContext, APIMessage, Param, QueryMessage
-from zcore.db import add_resource, delete_resource
+from zcore.db import add_resource
 from zcore.errors import INVALID_ARGUMENT, ZError
-from zcore.flow import FlowContext, Step
 from zplugins.compute.common import (
     DELETE_MODES,
     STATE_EVENTS,
+    PersistResource,
     delete_rows,
     get_row,
     refuse_tag_uuids,
@@ -105,29 +105,13 @@ def _insert_cluster(session: Session, spec: ClusterSpec, api: ApiContext) -> Clu
     return cluster
 
 
-class PersistCluster(Step):
-    """Write the cluster, its resource row and the call's tags in one transaction.
-
-    Rolled back by deleting them again (the tags go with the resource row).
-    """
+class PersistCluster(PersistResource):
+    """Write the cluster, its resource row and the call's tags in one transaction."""
 
     requires = ("api", "cluster_spec")
     provides = ("cluster",)
-
-    async def run(self, ctx: FlowContext) -> None:
-        api: ApiContext = ctx["api"]
-        ctx["cluster"] = await api.run(_insert_cluster, ctx["cluster_spec"], api)
-
-    async def rollback(self, ctx: FlowContext) -> None:
-        cluster = ctx.get("cluster")
-        if cluster is not None:
-            await ctx["api"].run(_delete_cluster, cluster.uuid)
-
-
-def _delete_cluster(session: Session, uuid: str) -> None:
-    row = session.get(ClusterVO, uuid)
-    if row is not None:
-        delete_resource(session, row)
+    model = ClusterVO
+    insert = staticmethod(_insert_cluster)
 
 
 def _get(session: Session, uuid: str) -> ClusterVO:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zcore.db import delete_resource
 from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
+from zcore.flow import FlowContext, Step
 
-__all__ = ["DELETE_MODES", "STATE_EVENTS", "delete_rows", "get_row", "refuse_tag_uuids"]
+if TYPE_CHECKING:
+    from zcore.api import ApiContext
+
+__all__ = ["DELETE_MODES", "STATE_EVENTS", "PersistResource", "delete_rows", "get_row",
+           "refuse_tag_uuids"]
 
 T = TypeVar("T")
 
@@ -55,3 +60,33 @@ def delete_rows(model: type, kind: str) -> Callable[[Session, str], None]:
                 from exc
 
     return delete
+
+
+class PersistResource(Step):
+    """Write a resource, its resource row and the call's tags in one transaction.
+
+    Subclasses set ``requires = ("api", "<spec key>")``, ``provides = ("<row key>",)``,
+    ``model`` and ``insert(session, spec, api)``. Rolled back by deleting the row again (its
+    tags go with the resource row).
+    """
+
+    model: ClassVar[type]
+
+    @staticmethod
+    def insert(session: Session, spec: Any, api: ApiContext) -> Any:
+        raise NotImplementedError
+
+    async def run(self, ctx: FlowContext) -> None:
+        api: ApiContext = ctx["api"]
+        ctx[self.provides[0]] = await api.run(self.insert, ctx[self.requires[1]], api)
+
+    async def rollback(self, ctx: FlowContext) -> None:
+        row = ctx.get(self.provides[0])
+        if row is not None:
+            await ctx["api"].run(_delete_row, self.model, row.uuid)
+
+
+def _delete_row(session: Session, model: type, uuid: str) -> None:
+    row = session.get(model, uuid)
+    if row is not None:
+        delete_resource(session, row)

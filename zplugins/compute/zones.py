@@ -18,11 +18,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from zcore.api import NAME_REGEX, ApiContext, APIMessage, Param, QueryMessage
-from zcore.db import add_resource, delete_resource
-from zcore.flow import FlowContext, Step
+from zcore.db import add_resource
 from zplugins.compute.common import (
     DELETE_MODES,
     STATE_EVENTS,
+    PersistResource,
     delete_rows,
     get_row,
     refuse_tag_uuids,
@@ -79,29 +79,13 @@ def _insert_zone(session: Session, spec: ZoneSpec, api: ApiContext) -> ZoneVO:
     return zone
 
 
-class PersistZone(Step):
-    """Write the zone, its resource row and the call's tags in one transaction.
-
-    Rolled back by deleting them again (the tags go with the resource row).
-    """
+class PersistZone(PersistResource):
+    """Write the zone, its resource row and the call's tags in one transaction."""
 
     requires = ("api", "zone_spec")
     provides = ("zone",)
-
-    async def run(self, ctx: FlowContext) -> None:
-        api: ApiContext = ctx["api"]
-        ctx["zone"] = await api.run(_insert_zone, ctx["zone_spec"], api)
-
-    async def rollback(self, ctx: FlowContext) -> None:
-        zone = ctx.get("zone")
-        if zone is not None:
-            await ctx["api"].run(_delete_zone, zone.uuid)
-
-
-def _delete_zone(session: Session, uuid: str) -> None:
-    row = session.get(ZoneVO, uuid)
-    if row is not None:
-        delete_resource(session, row)
+    model = ZoneVO
+    insert = staticmethod(_insert_zone)
 
 
 def _get(session: Session, uuid: str) -> ZoneVO:

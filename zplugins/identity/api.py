@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -19,7 +18,6 @@ from zcore.api import (
 )
 from zcore.db import ResourceVO, add_resource, delete_resource, new_uuid
 from zcore.errors import (
-    DELETE_FAILED,
     INVALID_ARGUMENT,
     OPERATION_ERROR,
     RESOURCE_NOT_FOUND,
@@ -268,27 +266,16 @@ class DeleteAccount(APIMessage, method="DELETE", path="/accounts/{uuid}", resour
                          f"the initial account ({ADMIN_UUID}) cannot be deleted")
         node = ctx.node
         owned = await ctx.run(_owned, self.uuid)
-        if owned:
-            cascade = node.cascade
+        cascade = node.cascade
 
-            def depth(item: tuple[str, str]) -> int:
-                # Fewer types below it first: children before their parents.
-                try:
-                    return len(cascade.deletion_order(item[0]))
-                except KeyError:
-                    return 1 << 30
-            owned.sort(key=depth)
-            result = node.plugins.pm.hook.zcore_delete_dependants(
-                node=node, caller=ctx.caller, resource_type=ACCOUNT, uuid=self.uuid,
-                dependants=owned, mode=self.deleteMode)
-            if inspect.isawaitable(result):
-                result = await result
-            if not result:
-                shown = ", ".join(f"{t} {u}" for t, u in owned[:10])
-                more = f" and {len(owned) - 10} more" if len(owned) > 10 else ""
-                raise ZError(DELETE_FAILED, f"cannot delete AccountVO {self.uuid}",
-                             f"the account still owns {shown}{more}; delete them first or "
-                             "enable the cascade plugin")
-        await ctx.delete(ACCOUNT, self.uuid, self.deleteMode, _delete_account)
+        def depth(item: tuple[str, str]) -> int:
+            # Fewer types below it first: children before their parents.
+            try:
+                return len(cascade.deletion_order(item[0]))
+            except KeyError:
+                return 1 << 30
+
+        owned.sort(key=depth)
+        await ctx.delete(ACCOUNT, self.uuid, self.deleteMode, _delete_account, also=owned)
         await identity(node).forget_account(self.uuid)
         return {}
