@@ -431,11 +431,15 @@ class QueryMessage(APIMessage):
         conditions = [parse_condition(text) for text in self.q or []]
         conditions.extend(extra)
         sort_by, direction = self.sortBy, self.sortDirection or "asc"
-        if self.sort:
+        if self.sort is not None:
             text = self.sort.strip()
-            if text[:1] in "+-":
+            if text[:1] in ("+", "-"):
                 direction = "desc" if text[0] == "-" else "asc"
-                text = text[1:]
+                text = text[1:].strip()
+            if not text:
+                raise ZError(INVALID_ARGUMENT, "invalid argument",
+                             f"sort of {self.api_name}: {self.sort!r} names no field; use "
+                             "sort=+field or sort=-field")
             sort_by = text
         if self.groupBy:
             raise ZError(INVALID_ARGUMENT, "invalid argument",

@@ -185,6 +185,7 @@ async def test_a_condition_without_an_operator_is_400(three_zones: ApiClient) ->
 
 
 async def test_fields_and_sort_must_be_known(three_zones: ApiClient) -> None:
-    for params in ({"fields": ["uuid,colour"]}, {"sort": "+colour"}):
+    for params in ({"fields": ["uuid,colour"]}, {"sort": "+colour"}, {"sort": "\t"},
+                   {"sort": "-"}, {"sortBy": "colour"}):
         status, body = await three_zones.call_raw("QueryZone", **params)
         assert status == 503 and body["error"]["code"] == "SYS.1007", params

@@ -41,6 +41,14 @@ class gates:  # a plugin object, registered next to the installed ones
         yield ApiMessage(WaitForGate)
 
 
+@pytest.fixture(autouse=True)
+def fresh_gates() -> Any:
+    # An asyncio.Event belongs to the loop of the test that made it.
+    GATE.clear()
+    yield
+    GATE.clear()
+
+
 async def create_zone(client: ApiClient, name: str, **params: Any) -> dict[str, Any]:
     return (await client.call("CreateZone", name=name, **params))["inventory"]
 
