@@ -14,6 +14,10 @@ plugin (``flows/`` beside this file) rather than in the distribution's ``flows/`
 there would name steps that no plugin provides when compute is disabled, and the node would
 not start. Other plugins insert their steps around ``persist-zone`` and ``persist-cluster``.
 
+Hosts and instance offerings live in their own modules (``hosts``, ``offerings``), each of
+which contributes to the hooks below through plain functions of the same names without the
+``zcore_`` prefix (``resource_types()``, ``api_messages()``, ``node_starting(node)``, ...).
+
 Hypervisors are drivers in the namespace ``zcore.hypervisors`` (base class
 :class:`zplugins.compute.hypervisor.HypervisorDriver`); the ``kvm`` and ``simulator`` plugins
 provide ``KVM`` and ``Simulator``. A cluster's ``hypervisorType`` must name one available on
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zcore import (
     ApiMessage,
@@ -38,11 +42,15 @@ from zcore import (
     StartupError,
     hookimpl,
 )
+from zcore.parts import Parts
 
 if TYPE_CHECKING:
     from zcore.node import Node
 
 _HERE = Path(__file__).resolve().parent
+
+#: Modules that contribute to this plugin's hooks through functions named after them.
+PARTS = Parts(__name__, ("hosts", "offerings"))
 
 
 @hookimpl
@@ -59,22 +67,26 @@ def zcore_resource_types() -> Iterator[ResourceType]:
                        inventory="org.zstack.header.cluster.ClusterInventory",
                        description="A cluster of hosts of one hypervisor type, in a zone",
                        to_inventory=cluster_inventory)
+    yield from PARTS.collect("resource_types")
 
 
 @hookimpl
 def zcore_db_migrations() -> Iterator[Migrations]:
     yield Migrations("compute", _HERE / "migrations")
+    yield from PARTS.collect("db_migrations")
 
 
 @hookimpl
 def zcore_cascade_edges() -> Iterator[CascadeEdge]:
     yield CascadeEdge("ClusterVO", "ZoneVO", field="zoneUuid")
+    yield from PARTS.collect("cascade_edges")
 
 
 @hookimpl
 def zcore_query_expansions() -> Iterator[QueryExpansion]:
     yield QueryExpansion("ClusterVO", "zone", "ZoneVO", local_key="zoneUuid")
     yield QueryExpansion("ZoneVO", "cluster", "ClusterVO", foreign_key="zoneUuid")
+    yield from PARTS.collect("query_expansions")
 
 
 @hookimpl
@@ -83,6 +95,7 @@ def zcore_driver_namespaces() -> Iterator[DriverNamespace]:
 
     yield DriverNamespace(HYPERVISORS, HypervisorDriver,
                           "Hypervisors, picked by a cluster's hypervisorType")
+    yield from PARTS.collect("driver_namespaces")
 
 
 @hookimpl
@@ -92,12 +105,14 @@ def zcore_flow_steps() -> Iterator[FlowStep]:
 
     yield FlowStep("persist-zone", PersistZone())
     yield FlowStep("persist-cluster", PersistCluster())
+    yield from PARTS.collect("flow_steps")
 
 
 @hookimpl
 def zcore_flow_chains() -> Iterator[FlowChainFile]:
     for path in sorted((_HERE / "flows").glob("*.yaml")):
         yield FlowChainFile(path)
+    yield from PARTS.collect("flow_chains")
 
 
 @hookimpl
@@ -106,10 +121,31 @@ def zcore_api_messages() -> Iterator[ApiMessage]:
 
     for message in (*zones.APIS, *clusters.APIS):
         yield ApiMessage(message)
+    yield from PARTS.collect("api_messages")
 
 
 @hookimpl
-def zcore_node_starting(node: Node) -> None:
+def zcore_global_configs() -> Iterator[Any]:
+    yield from PARTS.collect("global_configs")
+
+
+@hookimpl
+def zcore_system_tag_patterns() -> Iterator[Any]:
+    yield from PARTS.collect("system_tag_patterns")
+
+
+@hookimpl
+def zcore_flow_insertions() -> Iterator[Any]:
+    yield from PARTS.collect("flow_insertions")
+
+
+@hookimpl
+async def zcore_node_stopping(node: Node) -> None:
+    await PARTS.notify("node_stopping", node)
+
+
+@hookimpl
+async def zcore_node_starting(node: Node) -> None:
     from zplugins.compute.hypervisor import HYPERVISORS
 
     # A cluster stores the entry-point name; the driver must call itself the same.
@@ -124,3 +160,4 @@ def zcore_node_starting(node: Node) -> None:
     if wrong:
         raise StartupError("hypervisor drivers are inconsistent:\n"
                            + "\n".join(f"  - {w}" for w in wrong))
+    await PARTS.notify("node_starting", node)

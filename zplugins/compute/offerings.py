@@ -1,0 +1,3 @@
+"""Instance offerings: CPU and memory sizes for VMs (the datacenter issue)."""
+
+from __future__ import annotations

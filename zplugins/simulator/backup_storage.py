@@ -1,0 +1,3 @@
+"""Simulated backup storage (the datacenter issue)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Simulated hosts (the datacenter issue)."""
+
+from __future__ import annotations

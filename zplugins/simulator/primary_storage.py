@@ -1,0 +1,3 @@
+"""Simulated primary storage (the datacenter issue)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Disk offerings: sizes of data volumes. (the datacenter issue)"""
+
+from __future__ import annotations
