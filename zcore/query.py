@@ -384,6 +384,20 @@ class QueryEngine:
                 if exp_name in source.columns:
                     problems.append(f"{where}: the name shadows the column '{exp_name}' of "
                                     f"{source.name}; choose another name")
+            if exp.through is not None:
+                link, from_column, to_column = exp.through
+                link_mapper = _mapper(link)
+                if link_mapper is None:
+                    problems.append(f"{where}: through={link!r} is not a mapped SQLAlchemy "
+                                    "class")
+                else:
+                    link_columns = _columns(link_mapper)
+                    for column in (from_column, to_column):
+                        if column not in link_columns:
+                            problems.append(
+                                f"{where}: '{column}' is not a column of the link table "
+                                f"{getattr(link, '__name__', link)} (columns: "
+                                f"{', '.join(sorted(link_columns))})")
             if target is not None and exp.foreign_key not in target.columns:
                 problems.append(f"{where}: foreign_key '{exp.foreign_key}' is not a column of "
                                 f"{target.name} (columns: {', '.join(target.field_names())})"
@@ -552,8 +566,12 @@ class QueryEngine:
         for i in range(len(path.hops) - 1, -1, -1):
             exp = path.hops[i][0]
             parent, child = entities[i], entities[i + 1]
-            predicate = getattr(parent, exp.local_key).in_(
-                select(getattr(child, exp.foreign_key)).where(predicate))
+            inner = select(getattr(child, exp.foreign_key)).where(predicate)
+            if exp.through is not None:
+                link: Any = aliased(exp.through[0])
+                inner = select(getattr(link, exp.through[1])).where(
+                    getattr(link, exp.through[2]).in_(inner))
+            predicate = getattr(parent, exp.local_key).in_(inner)
         return predicate
 
     def _compare(self, cond: Condition, column: _Column, attr: Any) -> ColumnElement[bool]:

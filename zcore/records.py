@@ -58,6 +58,9 @@ class ResourceType:
     ``async delete(node, caller, uuid, mode)``, how the cascade deletes one resource of this
     type when its parent goes; without it the row (and its tags) is simply deleted.
     ``hidden`` names columns that no query may name, sort on or return (a password hash).
+    ``check_delete`` is ``async check_delete(node, caller, uuid)``: raise a
+    :class:`~zcore.errors.ZError` saying why this resource may not go; the cascade asks it
+    of every dependant before a ``Permissive`` deletion touches anything.
     """
 
     name: str
@@ -68,6 +71,7 @@ class ResourceType:
     to_inventory: Callable[[Any], dict[str, Any]] | None = None
     delete: Callable[..., Awaitable[None]] | None = None
     hidden: tuple[str, ...] = ()
+    check_delete: Callable[..., Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         _check_name("resource type", self.name)
@@ -240,6 +244,13 @@ class QueryExpansion:
     (``foreign_key``) equals the cluster's ``zoneUuid`` (``local_key``) has that name.
     Expansions chain to any depth (``vmNics.l3Network.l2Network.name``) and a plugin may add
     one to another plugin's resource type. ``(resource, name)`` is unique.
+
+    A many-to-many relation goes through a link table: ``through=(Model, from_column,
+    to_column)`` joins ``resource.local_key`` to ``Model.from_column`` and
+    ``Model.to_column`` to ``target.foreign_key``::
+
+        QueryExpansion("PrimaryStorageVO", "cluster", "ClusterVO",
+                       through=(PrimaryStorageClusterRefVO, "primaryStorageUuid", "clusterUuid"))
     """
 
     resource: str
@@ -247,6 +258,7 @@ class QueryExpansion:
     target: str
     local_key: str = "uuid"
     foreign_key: str = "uuid"
+    through: tuple[type, str, str] | None = None
 
     def __post_init__(self) -> None:
         _check_name("query expansion", self.name)

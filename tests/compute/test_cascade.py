@@ -109,11 +109,13 @@ class Gadgets:
         (directory / "ztestgadget_0001.py").write_text(GADGET_REVISION)
         self.directory = directory
         self.refuse = True
+        self.veto: str | None = None
         self.deleted: list[str] = []
 
     @hookimpl
     def zcore_resource_types(self) -> Any:
-        yield ResourceType("ZTestGadgetVO", model=GadgetVO, delete=self.delete)
+        yield ResourceType("ZTestGadgetVO", model=GadgetVO, delete=self.delete,
+                           check_delete=self.check_delete)
 
     @hookimpl
     def zcore_cascade_edges(self) -> Any:
@@ -122,6 +124,10 @@ class Gadgets:
     @hookimpl
     def zcore_db_migrations(self) -> Any:
         yield Migrations("ztestgadget", self.directory)
+
+    async def check_delete(self, node: Node, caller: Caller, uuid: str) -> None:
+        if self.veto is not None:
+            raise ZError("TEST.1001", "the gadget says no", f"gadget {uuid}: {self.veto}")
 
     async def delete(self, node: Node, caller: Caller, uuid: str, mode: str) -> None:
         if self.refuse:
@@ -209,3 +215,21 @@ async def test_the_dependants_are_deleted_children_first(
     await call(node, "DeleteZone", uuid=z["uuid"])
     assert seen == [("ZTestGadgetVO", g), ("ClusterVO", c["uuid"])]
     assert await counts(node) == NOTHING
+
+
+async def test_a_veto_stops_a_permissive_deletion_before_anything_goes(
+        make_node: MakeNode, tmp_path: Path) -> None:
+    plugin = Gadgets(tmp_path / "gadgets")
+    plugin.refuse = False
+    plugin.veto = "it is still recording"
+    node = await make_node(("gadgets", plugin))
+    z = await zone(node)
+    await cluster(node, z["uuid"], "c1")
+    c2 = await cluster(node, z["uuid"], "c2")
+    gadget = await add_gadget(node, c2["uuid"], "g1")
+    before = await counts(node)
+    error = await fails(call(node, "DeleteZone", uuid=z["uuid"]), "SYS.1004")
+    assert f"ZTestGadgetVO {gadget}" in error.details and "still recording" in error.details
+    assert await counts(node) == before and await gadgets(node) == 1  # c1 was not deleted
+    await call(node, "DeleteZone", uuid=z["uuid"], deleteMode="Enforcing")  # does not ask
+    assert await counts(node) == NOTHING and plugin.deleted == [gadget]

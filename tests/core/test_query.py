@@ -1068,3 +1068,51 @@ async def test_results_match_a_python_filter(tables: Database) -> None:
         assert [r.uuid for r in clusters.rows] == want, through
 
     check_hosts()
+
+
+# --------------------------------------------------------------------------- many to many
+
+
+class QtPinVO(Base):
+    """Which VMs are pinned to which zones: a link table with no resource row."""
+
+    __tablename__ = "QtPinVO"
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True)
+    zoneUuid: Mapped[str] = mapped_column(String(32))
+    vmUuid: Mapped[str] = mapped_column(String(32))
+
+
+PIN_ENGINE = QueryEngine(RESOURCE_TYPES, {
+    **EXPANSIONS,
+    ("QtZoneVO", "vm"): Provided("qt", QueryExpansion(
+        "QtZoneVO", "vm", "QtVmVO", through=(QtPinVO, "zoneUuid", "vmUuid"))),
+    ("QtVmVO", "zone"): Provided("qt", QueryExpansion(
+        "QtVmVO", "zone", "QtZoneVO", through=(QtPinVO, "vmUuid", "zoneUuid"))),
+}, LABELS)
+
+
+async def test_many_to_many_expansions_go_through_a_link_table(world: Database) -> None:
+    Base.metadata.create_all(world.engine, tables=[Base.metadata.tables["QtPinVO"]])
+
+    def pin(session: Session) -> None:
+        session.add_all([QtPinVO(zoneUuid=ZONES[z], vmUuid=VMS[v])
+                         for z, v in (("z1", "v1"), ("z1", "v3"), ("z2", "v3"))])
+
+    await world.run(pin)
+
+    async def found(resource_type: str, condition: str) -> list[str]:
+        result = await query(world, resource_type, condition, engine=PIN_ENGINE)
+        return sorted(row.name for row in result.rows)
+
+    assert await found("QtZoneVO", "vm.name=v3") == ["z1", "z2"]
+    assert await found("QtZoneVO", "vm.name=v1") == ["z1"]
+    assert await found("QtZoneVO", "vm.name=v4") == []
+    assert await found("QtVmVO", "zone.name=z2") == ["v3"]
+    assert await found("QtVmVO", "zone.cluster.name=c1") == ["v1", "v3"]
+    assert await found("QtZoneVO", "vm.host.name=h3") == ["z1", "z2"]
+
+
+def test_a_link_table_is_checked_at_start_up() -> None:
+    with pytest.raises(StartupError, match="'zoneUid' is not a column of the link table QtPinVO"):
+        QueryEngine(RESOURCE_TYPES, {("QtZoneVO", "vm"): Provided("qt", QueryExpansion(
+            "QtZoneVO", "vm", "QtVmVO", through=(QtPinVO, "zoneUid", "vmUuid")))}, LABELS)

@@ -15,9 +15,10 @@ What ``deleteMode`` means here:
 * ``Enforcing``: a dependant whose deletion fails is logged and its rows are deleted anyway,
   without its type's clean-up; the other dependants and the resource itself are deleted.
 
-ZStack's ``Permissive`` mode first asks every dependant whether it may go, so one veto stops
-the deletion before anything is deleted. That check comes with the first resource type that
-has something to veto (a running VM, an attached volume); until then both modes delete.
+Before a ``Permissive`` deletion touches anything, every dependant whose type has a
+``ResourceType.check_delete`` is asked whether it may go; one veto (a ``ZError`` giving the
+reason) stops the deletion with ``SYS.1004`` naming the dependant and the reason, and nothing
+is deleted. ``Enforcing`` does not ask.
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ ENFORCING = "Enforcing"
 @hookimpl
 async def zcore_delete_dependants(node: Node, caller: Caller, resource_type: str, uuid: str,
                                   dependants: list[tuple[str, str]], mode: str) -> bool:
+    if mode != ENFORCING:
+        for kind, dependant in dependants:
+            check = node.registry.resource_types[kind].record.check_delete
+            if check is None:
+                continue
+            try:
+                await check(node, caller, dependant)
+            except ZError as exc:
+                raise ZError(DELETE_FAILED, f"cannot delete {resource_type} {uuid}",
+                             f"{kind} {dependant}, which belongs to it, may not be deleted: "
+                             f"{exc.description}: {exc.details}; nothing was deleted. Fix the "
+                             "cause, or delete with deleteMode=Enforcing to delete it anyway",
+                             cause=exc) from exc
     for kind, dependant in dependants:
         try:
             await node.api.remove(caller, kind, dependant, mode)
