@@ -812,6 +812,8 @@ class ApiService:
         record = self._types[resource_type]
         if record.to_inventory is not None:
             fields = record.to_inventory(row)
+            if isinstance(fields, Inventory):  # a subtype's own class (a VLAN L2 network)
+                return fields
         else:
             columns = self._columns.get(resource_type)
             if columns is None:

@@ -125,9 +125,9 @@ def _operation(method: str, apis: Sequence[type[APIMessage]]) -> dict[str, Any]:
 
 def openapi_document(node: Node) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every API ``node`` serves, under ``/zstack/v1``."""
-    groups: dict[tuple[str, str], list[type[APIMessage]]] = defaultdict(list)
-    for cls in node.api.messages.values():
-        groups[(cls.api_method, cls.api_path)].append(cls)
+    from zcore.rest import route_groups
+
+    groups = route_groups(node.api.messages.values())
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
     for (method, path), apis in sorted(groups.items(), key=lambda kv: kv[0][1]):
         paths[f"/zstack/v1{path}"][method.lower()] = _operation(method, apis)

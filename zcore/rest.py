@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,8 @@ from zcore.query import parse_condition
 if TYPE_CHECKING:
     from zcore.node import Node
 
-__all__ = ["JOB_RETENTION", "PREFIXES", "REST", "ApiJobs", "RestServer", "add_rest_routes"]
+__all__ = ["JOB_RETENTION", "PREFIXES", "REST", "ApiJobs", "RestServer", "add_rest_routes",
+           "route_groups"]
 
 log = logging.getLogger("zcore.rest")
 
@@ -159,9 +160,7 @@ class RestServer:
 
     def routes(self) -> list[tuple[str, str, _HANDLER]]:
         """``(method, path, handler)`` for every API, without the prefix."""
-        groups: dict[tuple[str, str], list[type[APIMessage]]] = defaultdict(list)
-        for cls in self.node.api.messages.values():
-            groups[(cls.api_method, cls.api_path)].append(cls)
+        groups = route_groups(self.node.api.messages.values())
         routes: list[tuple[str, str, _HANDLER]] = []
         for (method, path), apis in groups.items():
             routes.append((method, path, self._handler(method, apis)))
@@ -206,7 +205,11 @@ class RestServer:
                 body = await self._body(request)
                 if isinstance(body, web.Response):
                     return body
+                # ZStack declares a few POSTs whose parameters are all in the path with the
+                # envelope "null"; accept the usual "params" envelope for them too.
                 envelope = api.envelope or "params"
+                if envelope not in body and "params" in body:
+                    envelope = "params"
                 params = body.get(envelope)
                 if params is None:
                     params = {}
@@ -291,7 +294,10 @@ class RestServer:
     async def _call(self, request: web.Request, api: type[APIMessage],
                     params: dict[str, Any], *, path_vars: bool = True) -> web.StreamResponse:
         if path_vars:
-            for name, value in request.match_info.items():
+            # APIs sharing a route may name its variables differently ({uuid}, {imageUuid}):
+            # the values go by position to this API's own names.
+            for name, value in zip(api.path_variables(), request.match_info.values(),
+                                   strict=False):
                 params[name] = value
         job_uuid = request.headers.get("X-Job-UUID") or new_uuid()
         if not is_uuid(job_uuid):
@@ -369,6 +375,20 @@ class RestServer:
 
             self._openapi = openapi_document(self.node)
         return _json(self._openapi)
+
+
+def route_groups(apis: Iterable[type[APIMessage]]
+                 ) -> dict[tuple[str, str], list[type[APIMessage]]]:
+    """The APIs by ``(method, path)``, where paths that differ only in the names of their
+    variables (``/images/{uuid}/actions``, ``/images/{imageUuid}/actions``) are one route,
+    spelt as the first API spells it."""
+    groups: dict[tuple[str, str], list[type[APIMessage]]] = {}
+    spelling: dict[tuple[str, str], str] = {}
+    for cls in apis:
+        shape = (cls.api_method, re.sub(r"\{\w+\}", "{}", cls.api_path))
+        path = spelling.setdefault(shape, cls.api_path)
+        groups.setdefault((cls.api_method, path), []).append(cls)
+    return groups
 
 
 @web.middleware

@@ -371,8 +371,10 @@ async def test_the_openapi_document_describes_every_api(api_client: Any) -> None
     apis = doc["x-zstack-apis"]
     assert set(apis) == set(client.node.api.messages)
     operations = {op["operationId"] for path in doc["paths"].values() for op in path.values()}
+    shapes = {re.sub(r"\{\w+\}", "{}", path) for path in doc["paths"]}
     for name, api in apis.items():
         assert any(name in op.split("_or_") for op in operations), name
-        assert f"/zstack/v1{api['path']}" in doc["paths"]
+        # APIs whose paths differ only in variable names share one route and one path.
+        assert re.sub(r"\{\w+\}", "{}", f"/zstack/v1{api['path']}") in shapes
     assert "zone" in doc["x-zstack-resources"]["ClusterVO"]["expansions"]
 
