@@ -1,9 +1,8 @@
 """The hypervisor driver family: ``zcore.hypervisors``.
 
 A cluster's ``hypervisorType`` (``KVM``, ``Simulator``) names a driver in the stevedore
-namespace ``zcore.hypervisors``; the node fetches it with
-``node.drivers.get("zcore.hypervisors", cluster.hypervisorType)``. A distribution adds a
-hypervisor by registering a subclass of :class:`HypervisorDriver` there::
+namespace ``zcore.hypervisors``; every host of the cluster is driven by it. A distribution adds
+a hypervisor by registering a subclass of :class:`HypervisorDriver` there::
 
     # pyproject.toml of a third-party distribution
     [project.entry-points."zcore.plugins"]
@@ -13,32 +12,117 @@ hypervisor by registering a subclass of :class:`HypervisorDriver` there::
     Xen = "acme_xen.hypervisor:XenHypervisor"
 
 The driver's module must belong to an enabled plugin (here ``acme_xen``): disabling the plugin
-removes the hypervisor, and ``CreateCluster`` then refuses that ``hypervisorType``.
+removes the hypervisor, and ``CreateCluster`` then refuses that ``hypervisorType``. The API
+that adds hosts of the new type subclasses :class:`zplugins.compute.public.AddHostMessage`.
 """
 
 from __future__ import annotations
 
-from abc import ABC
-from typing import ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-__all__ = ["HYPERVISORS", "HypervisorDriver"]
+if TYPE_CHECKING:
+    from zcore.node import Node
+    from zplugins.compute.public import HostInfo
+
+__all__ = ["HOST_INVENTORY", "HYPERVISORS", "HostFacts", "HypervisorDriver"]
 
 #: The driver namespace of hypervisors.
 HYPERVISORS = "zcore.hypervisors"
 
+#: The server class of a host's inventory when its driver names no class of its own.
+HOST_INVENTORY = "org.zstack.header.host.HostInventory"
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What a host reports about itself when it connects.
+
+    ``cpuNum`` is the number of logical CPUs (threads), ``cpuSockets`` of physical ones,
+    ``cpuSpeed`` their speed in MHz (0 when unknown), ``totalMemory`` the host's memory in
+    bytes and ``architecture`` its CPU architecture (``x86_64``, ``aarch64``, ...; ``None``
+    when unknown). The node computes the host's capacity from them (see
+    :mod:`zplugins.compute.hosts`).
+    """
+
+    cpuNum: int
+    cpuSockets: int
+    totalMemory: int
+    cpuSpeed: int = 0
+    architecture: str | None = None
+
 
 class HypervisorDriver(ABC):
-    """The base of every hypervisor driver.
+    """The base of every hypervisor driver; one instance per management node.
 
     ``hypervisor_type`` is the name clusters store in ``hypervisorType`` and must equal the
     driver's entry-point name in ``zcore.hypervisors`` (the node checks it at start-up).
+    ``host_inventory_class`` is the server class of its hosts' inventories (ZStack's
+    ``org.zstack.kvm.KVMHostInventory``); :meth:`host_inventory_fields` adds that class's
+    fields.
 
-    For now a driver only names its hypervisor. The operations arrive with the issues that
-    need them, as methods every driver implements: connecting, reconnecting and pinging a host
-    and reporting its capacity (with hosts), then creating, starting, stopping, rebooting,
-    migrating and destroying VMs, attaching volumes and NICs, and reporting VM states (with
-    VMs). ``KVM`` will do this through the KVM agent on each host; ``Simulator`` in process,
-    for tests and benchmarks.
+    The node creates the driver (without arguments) the first time one of its hosts needs
+    it and calls :meth:`close` when the node stops. Every method may be called concurrently
+    for different hosts; keep per-host state keyed by host uuid. A method that fails raises
+    (any exception; a :class:`~zcore.errors.ZError` keeps its code) with a message that
+    names the host and what failed.
+
+    Hosts reach the driver through three operations: :meth:`connect` (when a host is added,
+    reconnected, or answers again after it was disconnected), :meth:`ping` (periodically,
+    from every node's ping task) and :meth:`call` (an agent command from any plugin, through
+    :func:`zplugins.compute.public.host_call`). VM operations arrive with VMs.
     """
 
     hypervisor_type: ClassVar[str]
+    host_inventory_class: ClassVar[str] = HOST_INVENTORY
+
+    @abstractmethod
+    async def connect(self, node: Node, host: HostInfo, known: HostFacts | None) -> HostFacts:
+        """Connect to ``host`` and return what it reports about itself.
+
+        Called with the host in status ``Connecting``, inside the workflow chain
+        ``host-connect``; raising fails the connection (a new host is then not added, an
+        existing one becomes ``Disconnected``). ``known`` is what the host reported when it
+        last connected, ``None`` for a host being added: a driver whose hosts keep no state
+        of their own may rebuild it from that.
+        """
+
+    @abstractmethod
+    async def ping(self, node: Node, host: HostInfo, timeout: float) -> None:
+        """Check within ``timeout`` seconds that ``host`` is reachable; raise if it is not.
+
+        A host that fails ``host.ping.maxFailure`` pings in a row becomes ``Disconnected``;
+        a disconnected host that answers is connected again (:meth:`connect`).
+        """
+
+    @abstractmethod
+    async def call(self, node: Node, host: HostInfo, path: str, body: Mapping[str, Any],
+                   timeout: float | None) -> dict[str, Any]:
+        """Send the agent command ``path`` with ``body`` to ``host``; the host's reply.
+
+        ``path`` follows ZStack's KVM agent protocol (``/network/l2vlan/createbridge``); the
+        reply is the agent's JSON object. A reply ``{"success": false, "error": "..."}`` is
+        returned as it is: :func:`zplugins.compute.public.host_call` turns it into an
+        error. Raise when the command could not be delivered or timed out (``timeout``
+        seconds; ``None`` for the driver's default).
+        """
+
+    async def disconnect(self, node: Node, host: HostInfo) -> None:
+        """``host`` is being deleted: forget what the driver keeps about it. Default: nothing.
+
+        Failures are logged and do not stop the deletion.
+        """
+
+    async def host_inventory_fields(self, node: Node, hosts: Sequence[Mapping[str, Any]]
+                                    ) -> dict[str, dict[str, Any]]:
+        """The fields this hypervisor adds to its hosts' inventories, by host uuid.
+
+        ``hosts`` are HostInventory dicts of hosts of this type. Never return secrets
+        (a password). Default: none.
+        """
+        return {}
+
+    async def close(self) -> None:
+        """The node stops: release connections and tasks. Default: nothing."""

@@ -1,10 +1,42 @@
 """KVM: the ``KVM`` hypervisor, driven through an agent on each host that talks to libvirt.
 
-For now the plugin provides only its driver (``zplugins.kvm.hypervisor.KvmHypervisor`` in the
-``zcore.hypervisors`` namespace), so clusters of hypervisor type ``KVM`` can be created. KVM
-hosts, their agent and its deployment arrive with the datacenter issue.
+The plugin provides the driver (``zplugins.kvm.hypervisor.KvmHypervisor`` in the
+``zcore.hypervisors`` namespace), which speaks ZStack's KVM agent protocol (JSON over HTTP to
+``kvm.agent.port`` of each host), the API ``AddKVMHost`` and the table ``KVMHostVO`` (SSH
+credentials and operating system of each KVM host). KVM hosts answer with ZStack's
+``KVMHostInventory``: HostInventory plus ``username``, ``sshPort``, ``osDistribution``,
+``osRelease`` and ``osVersion`` (never the password). The agent itself and its deployment
+through SSH arrive with their own issue.
+
+Global configuration: ``kvm.agent.port`` (the port every KVM agent listens on, 7070).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+from zcore import ApiMessage, GlobalConfigOption, Migrations, hookimpl
+
 ZCORE_REQUIRES = ("compute",)
+
+
+@hookimpl
+def zcore_db_migrations() -> Iterator[Migrations]:
+    yield Migrations("kvm", Path(__file__).resolve().parent / "migrations")
+
+
+@hookimpl
+def zcore_global_configs() -> Iterator[GlobalConfigOption]:
+    from zplugins.kvm.hypervisor import AGENT_PORT, CATEGORY
+
+    yield GlobalConfigOption(CATEGORY, AGENT_PORT, int, 7070,
+                             "The TCP port the KVM agent of every KVM host listens on",
+                             min=1, max=65535)
+
+
+@hookimpl
+def zcore_api_messages() -> Iterator[ApiMessage]:
+    from zplugins.kvm.hosts import api_messages
+
+    yield from api_messages()

@@ -1,0 +1,62 @@
+"""A fake KVM agent: an aiohttp app that answers ZStack's KVM agent protocol, for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+Reply = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class FakeAgent:
+    """Answers every POST with a JSON reply; records what it was sent.
+
+    ``replies`` maps a path to a reply dict or a function of the body; by default the agent
+    reports 4 CPUs in 2 sockets at 2600 MHz and 16 GiB, CentOS 7.9 on x86_64, and echoes the
+    host uuid of pings.
+    """
+
+    def __init__(self, ip: str = "127.0.0.1") -> None:
+        self.ip = ip
+        self.port = 0
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.replies: dict[str, Reply] = {
+            "/host/connect": {"libvirtVersion": "8.0.0", "qemuVersion": "6.2.0"},
+            "/host/fact": {"osDistribution": "CentOS", "osVersion": "7.9.2009",
+                           "osRelease": "Core", "cpuArchitecture": "x86_64"},
+            "/host/capacity": {"cpuNum": 4, "cpuSockets": 2, "cpuSpeed": 2600,
+                               "totalMemory": 16 * 1024**3, "usedCpu": 0, "usedMemory": 0},
+            "/host/ping": lambda body: {"hostUuid": body.get("hostUuid")},
+        }
+        self._runner: web.AppRunner | None = None
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        self.calls.append((request.path, body))
+        if request.path == "/host/echo":
+            return web.Response(text="")
+        reply = self.replies.get(request.path, {})
+        data = reply(body) if callable(reply) else reply
+        return web.json_response({"success": True, "error": None, **data})
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.calls]
+
+    async def start(self, port: int = 0) -> int:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.ip, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
