@@ -18,7 +18,7 @@ from zcore.parts import Parts
 if TYPE_CHECKING:
     from zcore.node import Node
 
-ZCORE_REQUIRES = ("compute",)
+ZCORE_REQUIRES = ("compute", "storage")
 
 PARTS = Parts(__name__, ("hosts", "primary_storage", "backup_storage"))
 
