@@ -53,7 +53,7 @@ API_ROOT = "/zstack/v1"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 PROMPT = "zstack-cli >>> "
-COMMANDS = ("help", "exit", "quit")
+COMMANDS = ("help", "deploy", "exit", "quit")
 
 #: Arguments of a query API that are not conditions, in the order they are sent.
 QUERY_SPECIAL_ARGS = ("limit", "start", "count", "replyWithCount", "sortBy", "sortDirection",
@@ -64,6 +64,10 @@ QUERY_OPERATORS = ("!=", ">=", "<=", "!?=", "!~=", "~=", "?=", "=", ">", "<", " 
 QUERY_TAG_FIELDS = ("__systemTag__", "__userTag__")
 #: Parameters whose values are sent as their SHA-512 hex digest, as ZStack's own CLI does.
 HASHED_PARAMS = frozenset({"password", "oldPassword"})
+#: The APIs whose passwords are account passwords, sent as their SHA-512 digest as ZStack's
+#: clients do; other passwords (a host's SSH password) go as given.
+HASHED_APIS = frozenset({"LogInByAccount", "CreateAccount", "UpdateAccount", "LogInByUser",
+                         "CreateUser", "UpdateUser"})
 TAG_PARAMS = ("systemTags", "userTags")
 
 _PATH_VARIABLE = re.compile(r"\{(\w+)\}")
@@ -361,7 +365,7 @@ def prepare_call(api: ApiSpec, args: Sequence[str], *,
                              f"{_did_you_mean(key, names)} (help {api.name} lists them)",
                              catalog_miss=True)
         value = param.coerce(api.name, raw)
-        if key in HASHED_PARAMS and isinstance(value, str):
+        if key in HASHED_PARAMS and api.name in HASHED_APIS and isinstance(value, str):
             value = _hash_password(value)
         if param.valid_values:
             for item in value if isinstance(value, list) else [value]:
@@ -385,6 +389,11 @@ def prepare_call(api: ApiSpec, args: Sequence[str], *,
         raise UsageError(f"{api.name}: missing required parameter"
                          f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
 
+    return _request(api, values)
+
+
+def _request(api: ApiSpec, values: dict[str, Any]) -> PreparedCall:
+    """The request for ``api`` with checked, typed parameter values."""
     path_values = {v: _scalar(values.pop(v)) for v in api.path_variables}
     path = _fill_path(api, path_values)
     body: dict[str, Any] | None = None
@@ -665,6 +674,8 @@ class Shell:
         name, args = words[0], list(words[1:])
         if name == "help":
             return self.help(args)
+        if name == "deploy":
+            return self.deploy(args)
         session = self.store.load()
         session_uuid = session["uuid"] if session else None
         try:
@@ -696,6 +707,42 @@ class Shell:
         elif (name == "LogOut" and session_uuid is not None
               and dict(call.path_values).get("sessionUuid") == session_uuid):
             self.store.clear()
+
+    def deploy(self, args: Sequence[str]) -> Any:
+        """``deploy [--skip-existing] [--check] FILE``: build the environment a YAML file
+        describes (:mod:`zcore.deploy`) with the stored session; the uuids by kind and name."""
+        import asyncio
+
+        from zcore import deploy as builder
+
+        flags = {a for a in args if a.startswith("--")}
+        files = [a for a in args if not a.startswith("--")]
+        if flags - {"--skip-existing", "--check"} or len(files) != 1:
+            raise UsageError("usage: deploy [--skip-existing] [--check] FILE.yaml")
+        session = self.store.load()
+        if session is None:
+            raise CliError("deploy: no session: log in first with LogInByAccount "
+                           "accountName=... password=...")
+        catalog = self.catalog(refresh=True)
+        apis = {name: {p.name for p in api.all_params} | set(TAG_PARAMS)
+                for name, api in catalog.apis.items()}
+        try:
+            steps = builder.plan(builder.load_spec(files[0]), apis=apis, source=files[0])
+        except builder.SpecError as exc:
+            raise UsageError(str(exc)) from None
+        if "--check" in flags:
+            return f"{files[0]}: valid; deploying it makes {len(steps)} API calls"
+        caller = _DeployCaller(self.client, catalog, session["uuid"])
+
+        def progress(line: str) -> None:
+            print(line, file=self.stderr, flush=True)
+
+        try:
+            done = asyncio.run(builder.deploy(steps, caller, progress=progress,
+                                              skip_existing="--skip-existing" in flags))
+        except builder.DeployError as exc:
+            raise CliError(str(exc)) from None
+        return done.to_dict()
 
     def help(self, args: Sequence[str]) -> str:
         catalog = self.catalog()
@@ -737,6 +784,36 @@ class Shell:
             for exp, target in resource.expansions:
                 lines.append(f"  {exp}.<field>: {target}")
         return lines
+
+
+class _DeployCaller:
+    """The environment builder's view of the node: ``await call(api, **params)``."""
+
+    def __init__(self, client: Client, catalog: Catalog, session_uuid: str) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.session_uuid = session_uuid
+
+    async def call(self, api: str, **params: Any) -> Any:
+        import asyncio
+
+        spec = self.catalog.api(api)
+        if spec.query:
+            pairs = [("q", c) for c in params.pop("q", [])]
+            pairs += [(k, _scalar(v)) for k, v in params.items()]
+            call = PreparedCall(spec, spec.method, _with_query(_fill_path(spec, {}), pairs))
+        else:
+            call = _request(spec, dict(params))
+        session = self.session_uuid if spec.need_session else None
+        try:
+            return await asyncio.to_thread(self.client.call, call, session)
+        except CliError as exc:
+            inner = (exc.error or {}).get("error")
+            if not isinstance(inner, dict):
+                raise
+            text = " ".join(str(inner.get(k)) for k in ("code", "description") if inner.get(k))
+            details = inner.get("details")
+            raise CliError(f"{text}: {details}" if details else text, error=exc.error) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -936,6 +1013,7 @@ usage: zstack-cli [--host HOST | -s HOST] [--port PORT | -p PORT] [API [key=valu
 With an API, call it once and print the result as JSON (exit 0; 1 if the call failed;
 2 if the command line is wrong). Without one, read commands interactively (or line by line
 from a pipe). 'help' lists the APIs, 'help <API>' shows a parameter list.
+'deploy [--skip-existing] [--check] env.yaml' builds the environment a file describes.
 Defaults: host 127.0.0.1 (ZSTACK_CLI_HOST), port 8080 (ZSTACK_CLI_PORT)."""
 
 

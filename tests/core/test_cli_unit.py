@@ -112,6 +112,11 @@ APIS: dict[str, Any] = {
         "params": [{"name": "uuid", "type": "String", "required": True},
                    {"name": "password", "type": "String", "maxLength": 255},
                    {"name": "oldPassword", "type": "String", "maxLength": 255}, *TAGS]},
+    "AddKVMHost": {
+        "method": "POST", "path": "/hosts/kvm", "envelope": "params",
+        "async": False, "query": False, "needSession": True,
+        "params": [{"name": "managementIp", "type": "String", "required": True},
+                   {"name": "password", "type": "String", "required": True}, *TAGS]},
 }
 
 RESOURCES: dict[str, Any] = {
@@ -455,6 +460,16 @@ def test_other_passwords_are_hashed_too(node: FakeNode, run: Callable[..., Run],
     assert result.code == 0, result.err
     assert node.calls[-1].body == {"updateAccount": {
         "password": hashlib.sha512(b"new").hexdigest(), "oldPassword": PASSWORD_DIGEST}}
+
+
+def test_a_hosts_ssh_password_is_sent_as_given(node: FakeNode, run: Callable[..., Run],
+                                               tmp_path: Path) -> None:
+    login(tmp_path)
+    node.on("POST", "/hosts/kvm", (200, {"inventory": {"uuid": ACCOUNT}}))
+    result = run("AddKVMHost", "managementIp=10.0.0.1", "password=ssh-secret")
+    assert result.code == 0, result.err
+    assert node.calls[-1].body == {"params": {"managementIp": "10.0.0.1",
+                                              "password": "ssh-secret"}}
 
 
 def test_async_call_polls_the_location_until_done(node: FakeNode, run: Callable[..., Run],

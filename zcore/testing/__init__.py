@@ -10,5 +10,6 @@ a started node, and a REST client that calls a served node's APIs by name
 
 from zcore.testing.api import *
 from zcore.testing.db import *
+from zcore.testing.env import *
 from zcore.testing.flows import *
 from zcore.testing.node import *
