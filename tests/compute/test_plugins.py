@@ -27,9 +27,14 @@ OPTIONAL = ("cascade", "kvm", "simulator")
 
 
 def needing(plugin: str) -> tuple[str, ...]:
-    """The installed plugins that require ``plugin`` (they go when it goes)."""
+    """The installed plugins that require ``plugin``, directly or not (they go when it goes)."""
     infos = inspect_plugins(load_settings(environ={}))
-    return tuple(i.name for i in infos if plugin in i.requires)
+    gone = {plugin}
+    while True:
+        more = {i.name for i in infos if set(i.requires) & gone} - gone
+        if not more:
+            return tuple(sorted(gone - {plugin}))
+        gone |= more
 
 
 @pytest.mark.parametrize("blocked", OPTIONAL)
