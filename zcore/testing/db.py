@@ -73,6 +73,21 @@ def pytest_zcore_db_addoption(parser: pytest.Parser) -> None:
         f"{', '.join(BACKENDS)}, or all (default: sqlite). Server URLs from "
         "ZSTACK_TEST_POSTGRESQL_URL and ZSTACK_TEST_MARIADB_URL.",
     )
+    parser.getgroup("zcore").addoption(
+        "--db-everywhere",
+        action="store_true",
+        default=False,
+        help="run every database test on every backend --db selects; without it, tests "
+        "outside the paths of the zcore_db_everywhere ini option run on the first one only",
+    )
+    parser.addini(
+        "zcore_db_everywhere",
+        type="linelist",
+        default=[],
+        help="paths (relative to the root) whose database tests run on every backend --db "
+        "selects; other tests run on the first selected backend unless --db-everywhere "
+        "(empty: every test on every backend)",
+    )
 
 
 @pytest.hookimpl(specname="pytest_configure")
@@ -94,11 +109,23 @@ def pytest_zcore_db_generate_tests(metafunc: pytest.Metafunc) -> None:
             names = [n.strip() for n in names.split(",")]
         if "database_backend" in names:
             return  # the test chose its backends itself
+    backends = _selected_backends(metafunc.config)
+    if not _everywhere(metafunc.config, metafunc.definition.path):
+        backends = backends[:1]
     metafunc.parametrize(
         "database_backend",
-        [pytest.param(b, id=b, marks=pytest.mark.db) for b in _selected_backends(metafunc.config)],
+        [pytest.param(b, id=b, marks=pytest.mark.db) for b in backends],
         indirect=True,
     )
+
+
+def _everywhere(config: pytest.Config, path: Path) -> bool:
+    """Whether the database tests of ``path`` run on every selected backend."""
+    paths = config.getini("zcore_db_everywhere")
+    if config.getoption("--db-everywhere") or not paths:
+        return True
+    root = Path(config.rootpath)
+    return any(path.resolve().is_relative_to((root / entry).resolve()) for entry in paths)
 
 
 def _selected_backends(config: pytest.Config) -> list[str]:
