@@ -620,6 +620,9 @@ class ApiService:
         self._edges: list[tuple[str, str, str]] = [
             (p.record.child, p.record.parent, p.record.field)
             for p in registry.cascade_edges.values() if p.record.field]
+        self._extensions: dict[str, list[Any]] = {}
+        for provided in registry.inventory_extensions.values():
+            self._extensions.setdefault(provided.record.resource, []).append(provided.record)
 
     @staticmethod
     def check_declarations(registry: Registry) -> None:
@@ -649,6 +652,11 @@ class ApiService:
                 problems.append(f"{who}: API {name} has the same route as {routes[key]}: "
                                 f"{cls.api_method} {cls.api_path} {cls.envelope or ''}".rstrip())
             routes[key] = name
+        for (resource, field_name), provided in registry.inventory_extensions.items():
+            if resource not in registry.resource_types:
+                problems.append(f"{registry.label(provided.plugin)}: inventory extension "
+                                f"'{field_name}' extends resource type {resource}, which no "
+                                "plugin declares")
         if problems:
             raise StartupError("API declarations are invalid:\n"
                                + "\n".join(f"  - {p}" for p in problems))
@@ -822,6 +830,33 @@ class ApiService:
             fields = {c: getattr(row, c) for c in columns}
         return Inventory(record.inventory or resource_type, fields)
 
+    def inventories(self, session: Session, resource_type: str, rows: Iterable[Any]
+                    ) -> list[Inventory]:
+        """The inventories of ``rows`` with every plugin's :class:`InventoryExtension` fields.
+
+        Call it inside the transaction that read the rows (``ctx.run``).
+        """
+        return self.extend(session, resource_type,
+                           [self.inventory(resource_type, row) for row in rows])
+
+    def extend(self, session: Session, resource_type: str, inventories: list[Inventory]
+               ) -> list[Inventory]:
+        """Add the fields of every extension of ``resource_type`` to ``inventories``."""
+        extensions = self._extensions.get(resource_type)
+        if not extensions or not inventories:
+            return inventories
+        for extension in extensions:
+            found = extension.fields(session, inventories)
+            for inventory in inventories:
+                extra = found.get(inventory.get("uuid"))
+                if extra is not None:
+                    inventory.update(extra)
+                else:
+                    for key, value in extension.defaults:
+                        inventory.setdefault(key, list(value) if isinstance(value, tuple)
+                                             else value)
+        return inventories
+
     # ----------------------------------------------------------------- queries
 
     async def query(self, ctx: ApiContext, msg: QueryMessage,
@@ -842,7 +877,7 @@ class ApiService:
 
         def run(session: Session) -> tuple[list[Inventory], int | None]:
             result = engine.run(session, query, account_uuid=account)
-            return [self.inventory(resource, row) for row in result.rows], result.total
+            return self.inventories(session, resource, result.rows), result.total
 
         inventories, total = await self.node.db.run(run)
         if fields:

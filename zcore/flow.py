@@ -17,9 +17,14 @@ or a mapping that also documents the chain and names the context keys a caller m
 
     description: Create a VM and everything it needs
     inputs: [vm, image_uuid]
+    plugins: [compute, storage, network]
     steps:
       - select-backup-storage
       - allocate-host
+
+``plugins`` names plugins the chain's steps come from: the chain exists only on a node where
+all of them are enabled (a distribution's ``flows/`` may then hold chains for plugins that
+a node leaves out), and insertions into a chain that does not exist are ignored.
 """
 
 from __future__ import annotations
@@ -202,6 +207,7 @@ class ChainSpec:
     inputs: frozenset[str] = frozenset()
     description: str = ""
     path: Path | None = None
+    plugins: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +236,7 @@ class FlowStats:
 
 # --- chain files -------------------------------------------------------------------------------
 
-_CHAIN_KEYS = ("description", "inputs", "steps")
+_CHAIN_KEYS = ("description", "inputs", "plugins", "steps")
 
 
 def _names_list(what: str, raw: Any, problems: list[str]) -> list[str]:
@@ -262,6 +268,7 @@ def parse_chain(name: str, raw: Any, *, path: Path | None = None) -> ChainSpec:
     problems: list[str] = []
     description = ""
     inputs: list[str] = []
+    plugins: list[str] = []
     if isinstance(raw, list):
         steps = _names_list("steps", raw, problems)
     elif isinstance(raw, dict):
@@ -273,6 +280,7 @@ def parse_chain(name: str, raw: Any, *, path: Path | None = None) -> ChainSpec:
             problems.append("the mapping has no 'steps' list")
         steps = _names_list("steps", raw.get("steps", []), problems)
         inputs = _names_list("inputs", raw.get("inputs", []), problems)
+        plugins = _names_list("plugins", raw.get("plugins", []), problems)
         description = raw.get("description", "")
         if not isinstance(description, str):
             problems.append(f"description must be a string, not {type(description).__name__}")
@@ -290,7 +298,8 @@ def parse_chain(name: str, raw: Any, *, path: Path | None = None) -> ChainSpec:
         raise StartupError(_problems(where, problems)
                            + "\n  expected a YAML list of step names, or a mapping "
                            "{description: str, inputs: [keys], steps: [step names]}")
-    return ChainSpec(name, tuple(steps), frozenset(inputs), description.strip(), path)
+    return ChainSpec(name, tuple(steps), frozenset(inputs), description.strip(), path,
+                     frozenset(plugins))
 
 
 def load_chain_file(path: Path | str) -> ChainSpec:
@@ -354,6 +363,8 @@ class FlowEngine:
     ``(providing plugin name, record)`` pairs in plugin registration order; a chain record is
     a :class:`ChainSpec` or a :class:`~zcore.records.FlowChainFile` (read here).
     ``step_providers`` maps step names to the plugin that provided each, for the messages.
+    ``enabled_plugins`` are the names of the node's plugins: a chain whose ``plugins`` are not
+    all among them is left out (``None``: keep every chain).
 
     Every chain is built and validated in the constructor; it raises :class:`StartupError`
     listing every problem, each naming the chain, the step and the plugin: a chain name
@@ -374,6 +385,7 @@ class FlowEngine:
         chains: Iterable[tuple[str, ChainSpec | FlowChainFile]],
         insertions: Iterable[tuple[str, FlowInsertion]] = (),
         step_providers: Mapping[str, str] | None = None,
+        enabled_plugins: Iterable[str] | None = None,
     ) -> None:
         self.stats = FlowStats()
         self._step_providers = dict(step_providers or {})
@@ -382,6 +394,8 @@ class FlowEngine:
         self._check_steps(steps, problems)
 
         specs: dict[str, tuple[str, ChainSpec]] = {}
+        enabled = frozenset(enabled_plugins) if enabled_plugins is not None else None
+        absent: set[str] = set()  # chains left out: a plugin they need is not enabled
         for plugin, record in chains:
             if isinstance(record, FlowChainFile):
                 try:
@@ -391,6 +405,9 @@ class FlowEngine:
                     continue
             else:
                 spec = record
+            if enabled is not None and not spec.plugins <= enabled:
+                absent.add(spec.name)
+                continue
             if spec.name in specs:
                 other_plugin, other = specs[spec.name]
                 problems.append(
@@ -401,6 +418,8 @@ class FlowEngine:
 
         by_chain: dict[str, list[tuple[str, FlowInsertion]]] = {}
         for plugin, ins in insertions:
+            if ins.chain in absent and ins.chain not in specs:
+                continue
             if ins.chain not in specs:
                 problems.append(
                     f"plugin {plugin!r} inserts step {ins.step!r} into chain {ins.chain!r}, "

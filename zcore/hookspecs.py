@@ -42,7 +42,9 @@ if TYPE_CHECKING:
         FlowChainFile,
         FlowInsertion,
         FlowStep,
+        GcJobKind,
         GlobalConfigOption,
+        InventoryExtension,
         Migrations,
         QueryExpansion,
         ResourceType,
@@ -200,6 +202,25 @@ def zcore_query_expansions() -> Iterable[QueryExpansion]:
 
 
 @hookspec
+def zcore_inventory_extensions() -> Iterable[InventoryExtension]:
+    """Add fields to the inventories of a resource type, usually another plugin's.
+
+    Called once at build time. Each :class:`~zcore.records.InventoryExtension` computes
+    fields for a batch of inventories in the transaction that read them (the storage plugin
+    adds ``allVolumes`` to VMs, the network plugin ``vmNics``). The resource type must be
+    registered; ``(resource, name)`` is unique. Queries apply them to every page; handlers
+    get extended inventories through :meth:`zcore.api.ApiService.inventories`.
+
+    Example::
+
+        @hookimpl
+        def zcore_inventory_extensions():
+            yield InventoryExtension("VmInstanceVO", "vmNics", vm_nics,
+                                     defaults=(("vmNics", ()),))
+    """
+
+
+@hookspec
 def zcore_api_messages() -> Iterable[ApiMessage]:
     """Provide the APIs this plugin serves.
 
@@ -208,6 +229,29 @@ def zcore_api_messages() -> Iterable[ApiMessage]:
     its REST route, body envelope, sync or async answer and parameters. The REST server,
     the OpenAPI document and ``zstack-cli`` are generated from them. API names and
     ``(method, path, envelope)`` routes are unique across plugins.
+    """
+
+
+@hookspec
+def zcore_gc_job_kinds() -> Iterable[GcJobKind]:
+    """Declare the kinds of garbage-collector job this plugin submits and knows how to run.
+
+    Called once at build time. A GC job finishes work that could not be done at the time
+    (destroy a VM whose host is disconnected, delete a volume whose storage is unreachable).
+    Each :class:`~zcore.records.GcJobKind` pairs a unique name with
+    ``async run(node, context)``: returning means done, raising means "not yet, retry
+    later". Jobs are stored in the database (``GarbageCollectorVO``), so they survive a
+    restart and any management node may run them. Submit one in the transaction that gave
+    up on the work, with ``node.gc.submit(session, kind, name, context, trigger=... or
+    interval=...)``; fire an event with ``await node.gc.trigger(key)``. A job whose kind no
+    plugin registers any more stays in the database and is reported. Names are unique
+    across plugins.
+
+    Example::
+
+        @hookimpl
+        def zcore_gc_job_kinds():
+            yield GcJobKind("kvm.destroy-vm", destroy_vm_on_host)
     """
 
 

@@ -25,6 +25,7 @@ from zcore.db import Database, create_database, new_uuid
 from zcore.drivers import Drivers, load_drivers
 from zcore.errors import StartupError
 from zcore.flow import FlowContext, FlowEngine
+from zcore.gc import GarbageCollector
 from zcore.globalconfig import GlobalConfig
 from zcore.plugins import PluginSet, build_plugin_manager, call_lifecycle
 from zcore.query import QueryEngine
@@ -49,6 +50,7 @@ class _Static:
             chains=[(p.plugin, p.record) for p in registry.flow_chains.values()],
             insertions=[(p.plugin, p.record) for p in registry.flow_insertions],
             step_providers={name: p.plugin for name, p in registry.flow_steps.items()},
+            enabled_plugins=registry.plugin_labels,
         )
         labels = registry.plugin_labels
         self.cascade = CascadeGraph(registry.resource_types, registry.cascade_edges, labels)
@@ -81,8 +83,9 @@ class Node:
     ``registry``, ``db`` (:class:`~zcore.db.Database`), ``bus`` (:class:`~zcore.bus.Bus`),
     ``queues`` (:class:`~zcore.queues.SyncQueues`), ``flows``
     (:class:`~zcore.flow.FlowEngine`), ``drivers``, ``cascade``, ``tags``, ``global_config``,
-    ``query`` (:class:`~zcore.query.QueryEngine`), ``api`` (:class:`~zcore.api.ApiService`)
-    and ``app`` (the aiohttp application; ``request.app[zcore.web.NODE]`` is the node).
+    ``query`` (:class:`~zcore.query.QueryEngine`), ``api`` (:class:`~zcore.api.ApiService`),
+    ``gc`` (:class:`~zcore.gc.GarbageCollector`) and ``app`` (the aiohttp application;
+    ``request.app[zcore.web.NODE]`` is the node).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Node:
                                           drivers=self.drivers)
         self.query = static.query
         self.api = ApiService(self, self.registry, static.query)
+        self.gc = GarbageCollector(self)
         self.app = web.Application(client_max_size=8 * 1024 * 1024)
         self.app[NODE] = self
         self.app.router.add_get("/health", health)
@@ -153,6 +157,8 @@ class Node:
             self.api.start()
             await call_lifecycle(self.plugins, "zcore_node_starting", node=self,
                                  stop_on_error=True)
+            # After the plugins set up the services their GC jobs use.
+            self.gc.start()
             if serve:
                 self._runner = web.AppRunner(self.app, access_log=None)
                 await self._runner.setup()
@@ -176,6 +182,7 @@ class Node:
     async def stop(self) -> None:
         """Stop the plugins (in reverse order), the background tasks, HTTP, bus and database."""
         if self.started:
+            await self.gc.stop()
             for plugin, exc in await call_lifecycle(self.plugins, "zcore_node_stopping",
                                                     node=self, stop_on_error=False,
                                                     reverse=True):

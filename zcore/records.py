@@ -26,7 +26,9 @@ __all__ = [
     "FlowChainFile",
     "FlowInsertion",
     "FlowStep",
+    "GcJobKind",
     "GlobalConfigOption",
+    "InventoryExtension",
     "Migrations",
     "QueryExpansion",
     "ResourceType",
@@ -265,15 +267,81 @@ class QueryExpansion:
 
 
 @dataclass(frozen=True, slots=True)
+class InventoryExtension:
+    """Adds fields to the inventories of ``resource``, usually another plugin's type.
+
+    ``fields(session, inventories)`` runs in the transaction that read the inventories, once
+    per batch (a page of query results): it returns the new fields by resource uuid, reading
+    what it needs in as few queries as it can. That is how the storage plugin adds
+    ``allVolumes`` and the network plugin ``vmNics`` to ZStack's VmInstanceInventory::
+
+        def vm_nics(session, inventories):
+            rows = session.scalars(select(VmNicVO).where(
+                VmNicVO.vmInstanceUuid.in_([i["uuid"] for i in inventories])))
+            ...
+            return {vm_uuid: {"vmNics": [...]}, ...}
+
+        InventoryExtension("VmInstanceVO", "vmNics", vm_nics)
+
+    ``(resource, name)`` is unique; a uuid missing from the result gets ``defaults``.
+    """
+
+    resource: str
+    name: str
+    fields: Callable[[Any, list[Any]], dict[str, dict[str, Any]]]
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_name("inventory extension", self.name)
+
+
+@dataclass(frozen=True, slots=True)
 class ApiMessage:
     """Registers an API: ``message`` is a subclass of :class:`zcore.api.APIMessage`.
 
     The class is named as ZStack names the API (``CreateZone``) and declares its REST route
-    and parameters; the API's name is unique across plugins.
+    and parameters; the API's name is unique across plugins. ``plugins`` names other plugins
+    the API needs (its parameters name their resource types, its chain their steps): the API
+    exists only on a node where all of them are enabled.
     """
 
     message: type
+    plugins: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.message.__name__
+
+
+@dataclass(frozen=True, slots=True)
+class GcJobKind:
+    """A kind of garbage-collector job: work that could not be done at the time, retried later.
+
+    ``run`` is ``async run(node, context) -> None``, where ``context`` is the JSON dict given
+    to :meth:`zcore.gc.GarbageCollector.submit`. Returning means the work is done (the job
+    becomes ``Done``); raising means "not yet": the job goes back to ``Idle``, remembers the
+    error and is tried again on its next trigger or timer. A run may be repeated (after a
+    management node died in the middle of one), so it must be idempotent. ``timeout`` is how
+    many seconds one run may take before it counts as failed. The name is stored in each
+    job's ``runnerClass`` and is unique across plugins::
+
+        async def destroy_vm(node, context):
+            await host_call(node, context["hostUuid"], "/vm/destroy",
+                            {"uuid": context["vmUuid"]})
+
+        GcJobKind("kvm.destroy-vm", destroy_vm, "destroy a VM left on a disconnected host")
+    """
+
+    name: str
+    run: Callable[..., Awaitable[None]]
+    description: str = ""
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check_name("GC job kind", self.name)
+        if not callable(self.run):
+            raise TypeError(f"GC job kind {self.name!r}: run must be an async function "
+                             "run(node, context)")
+        if not self.timeout > 0:
+            raise ValueError(f"GC job kind {self.name!r}: timeout must be positive, not "
+                             f"{self.timeout!r}")

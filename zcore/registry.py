@@ -22,7 +22,9 @@ from zcore.records import (
     FlowChainFile,
     FlowInsertion,
     FlowStep,
+    GcJobKind,
     GlobalConfigOption,
+    InventoryExtension,
     Migrations,
     QueryExpansion,
     ResourceType,
@@ -66,6 +68,8 @@ class Registry:
     driver_namespaces: Mapping[str, Provided]
     query_expansions: Mapping[tuple[str, str], Provided]
     api_messages: Mapping[str, Provided]
+    gc_job_kinds: Mapping[str, Provided]
+    inventory_extensions: Mapping[tuple[str, str], Provided]
     plugin_modules: Mapping[str, str]
     plugin_labels: Mapping[str, str]
 
@@ -100,6 +104,9 @@ _HOOKS: list[tuple[str, str, type, Callable[[Any], Hashable] | None, str]] = [
     ("zcore_query_expansions", "query_expansions", QueryExpansion,
      lambda r: (r.resource, r.name), "query expansion"),
     ("zcore_api_messages", "api_messages", ApiMessage, lambda r: r.name, "API"),
+    ("zcore_gc_job_kinds", "gc_job_kinds", GcJobKind, lambda r: r.name, "GC job kind"),
+    ("zcore_inventory_extensions", "inventory_extensions", InventoryExtension,
+     lambda r: (r.resource, r.name), "inventory extension"),
 ]
 
 
@@ -146,6 +153,11 @@ def collect_registry(pm: pluggy.PluginManager, active: Sequence[PluginInfo]) -> 
     if problems:
         raise StartupError("plugin registrations conflict:\n"
                            + "\n".join(f"  - {p}" for p in problems))
+    # An API that needs a plugin the node leaves out does not exist there.
+    enabled = set(labels)
+    fields["api_messages"] = MappingProxyType({
+        name: provided for name, provided in fields["api_messages"].items()
+        if set(provided.record.plugins) <= enabled})
     modules = {i.name: i.module for i in active}
     return Registry(plugin_modules=MappingProxyType(modules),
                     plugin_labels=MappingProxyType(labels), **fields)

@@ -60,6 +60,7 @@ async def test_the_node_starts_with_each_optional_plugin_blocked(make_node: Make
         assert (await get(node, "/metrics"))[0] == 404
 
 
+@pytest.mark.no_db_template  # the node itself migrates, not the fixture
 async def test_migrations_run_on_start_and_again_is_a_no_op(make_node: MakeNode) -> None:
     node = await make_node()
     tables = await node.db.run(lambda s: sa_inspect(s.connection()).get_table_names())

@@ -310,12 +310,12 @@ def test_cascade_edges_to_unknown_types_stop_start_up(make_settings: Callable[..
     class Dangling:
         @hookimpl
         def zcore_cascade_edges(self) -> Any:
-            yield CascadeEdge("EipVO", "VmNicVO")
+            yield CascadeEdge("EipVO", "FloppyVO")
 
     settings = make_settings()
     with pytest.raises(StartupError, match=r"plugin 'dangling' \(unknown version\) declares "
-                                           "EipVO -> VmNicVO, but "
-                                           "EipVO and VmNicVO is not a declared resource type"):
+                                           "EipVO -> FloppyVO, but "
+                                           "EipVO and FloppyVO is not a declared resource type"):
         check(settings, plugins=build_plugin_manager(
             settings, extra_plugins=[("dangling", Dangling())]))
 
@@ -325,12 +325,12 @@ def test_tag_patterns_for_unknown_types_stop_start_up(make_settings: Callable[..
     class Tagger:
         @hookimpl
         def zcore_system_tag_patterns(self) -> Any:
-            yield SystemTagPattern("hostname::{hostname}", "VmInstanceVO")
+            yield SystemTagPattern("floppy::{label}", "FloppyVO")
 
     settings = make_settings()
     with pytest.raises(StartupError, match=r"plugin 'tagger' \(unknown version\): "
-                                           "hostname::{hostname} names resource type "
-                                           "VmInstanceVO, which no active plugin declares"):
+                                           "floppy::{label} names resource type "
+                                           "FloppyVO, which no active plugin declares"):
         check(settings, plugins=build_plugin_manager(settings,
                                                      extra_plugins=[("tagger", Tagger())]))
 
