@@ -106,8 +106,9 @@ async def test_a_simulator_host_is_added_connected_with_its_capacity(api_client:
     assert host["architecture"] == "x86_64"
     assert (await client.call("QueryUserTag", q=[f"resourceUuid={host['uuid']}"]))[
         "inventories"][0]["tag"] == "fast"
-    # The simulated machine was connected once.
-    assert [path for path, _ in SIMULATOR.host(host["uuid"]).calls] == ["/host/connect"]
+    # The simulated machine was connected once (then asked which VMs it runs).
+    assert [path for path, _ in SIMULATOR.host(host["uuid"]).calls
+            if path.startswith("/host/")] == ["/host/connect"]
 
 
 async def test_a_host_may_be_given_its_uuid_and_a_dry_run_adds_nothing(node: Node) -> None:
@@ -258,7 +259,7 @@ async def test_update_changes_only_what_is_given(node: Node) -> None:
     assert (updated["name"], updated["description"], updated["managementIp"]) == \
         ("renamed", "old", "10.0.0.1")
     assert updated["lastOpDate"] > h["lastOpDate"]
-    assert [p for p, _ in SIMULATOR.host(h["uuid"]).calls] == ["/host/connect"]
+    assert [p for p, _ in SIMULATOR.host(h["uuid"]).calls] == ["/host/connect", "/vm/vmsync"]
 
 
 async def test_a_new_management_ip_reconnects_the_host(node: Node) -> None:
@@ -268,7 +269,7 @@ async def test_a_new_management_ip_reconnects_the_host(node: Node) -> None:
     moved = (await call(node, "UpdateHost", uuid=h["uuid"], managementIp="h1.example.com")
              )["inventory"]
     assert (moved["managementIp"], moved["status"]) == ("h1.example.com", "Connected")
-    assert [p for p, _ in SIMULATOR.host(h["uuid"]).calls] == ["/host/connect"] * 2
+    assert [p for p, _ in SIMULATOR.host(h["uuid"]).calls] == ["/host/connect", "/vm/vmsync"] * 2
     # Taken or malformed addresses change nothing.
     for ip, words in (("10.0.0.2", f"host 'h2' ({other['uuid']}) already has"),
                       ("10.0.0.256", "neither an IP address")):

@@ -15,7 +15,9 @@ class FakeAgent:
 
     ``replies`` maps a path to a reply dict or a function of the body; by default the agent
     reports 4 CPUs in 2 sockets at 2600 MHz and 16 GiB, CentOS 7.9 on x86_64, and echoes the
-    host uuid of pings.
+    host uuid of pings. ``/vm/vmsync`` reports ``vm_states`` (libvirt's ``Running``,
+    ``Paused``, ``Shutdown``, ... by VM uuid) and ``/vm/getvncport`` port 5900; other ``/vm/*``
+    commands succeed (see :meth:`vm_calls`).
     """
 
     def __init__(self, ip: str = "127.0.0.1") -> None:
@@ -29,7 +31,10 @@ class FakeAgent:
             "/host/capacity": {"cpuNum": 4, "cpuSockets": 2, "cpuSpeed": 2600,
                                "totalMemory": 16 * 1024**3, "usedCpu": 0, "usedMemory": 0},
             "/host/ping": lambda body: {"hostUuid": body.get("hostUuid")},
+            "/vm/vmsync": lambda body: {"states": dict(self.vm_states)},
+            "/vm/getvncport": {"port": 5900, "protocol": "vnc"},
         }
+        self.vm_states: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
 
     async def _answer(self, request: web.Request) -> web.Response:
@@ -43,6 +48,10 @@ class FakeAgent:
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.calls]
+
+    def vm_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """The ``/vm/*`` commands received, in order."""
+        return [(path, body) for path, body in self.calls if path.startswith("/vm/")]
 
     async def start(self, port: int = 0) -> int:
         app = web.Application()

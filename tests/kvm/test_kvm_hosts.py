@@ -87,7 +87,8 @@ async def test_a_kvm_host_is_connected_through_its_agent(client: ApiClient,
     assert (host["cpuNum"], host["cpuSockets"], host["totalCpuCapacity"],
             host["totalMemoryCapacity"], host["availableMemoryCapacity"],
             host["architecture"]) == (4, 2, 40, 16 * GiB, 15 * GiB, "x86_64")
-    assert agent.paths() == ["/host/echo", "/host/connect", "/host/fact", "/host/capacity"]
+    assert agent.paths() == ["/host/echo", "/host/connect", "/host/fact", "/host/capacity",
+                             "/vm/vmsync"]
     connect = agent.calls[1][1]
     assert connect["hostUuid"] == host["uuid"]
     assert connect["sendCommandUrl"].startswith(client.node.url)

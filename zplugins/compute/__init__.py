@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 _HERE = Path(__file__).resolve().parent
 
 #: Modules that contribute to this plugin's hooks through functions named after them.
-PARTS = Parts(__name__, ("hosts", "offerings"))
+PARTS = Parts(__name__, ("hosts", "offerings", "vm_service", "vm_steps", "allocators",
+                               "vms"))
 
 
 @hookimpl

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from zcore.node import Node
     from zplugins.compute.public import HostInfo
+    from zplugins.compute.vm_contract import NicTO, VmTO, VolumeTO
 
 __all__ = ["HOST_INVENTORY", "HYPERVISORS", "HostFacts", "HypervisorDriver"]
 
@@ -126,3 +127,76 @@ class HypervisorDriver(ABC):
 
     async def close(self) -> None:
         """The node stops: release connections and tasks. Default: nothing."""
+
+    # ----------------------------------------------------------------- VMs
+    #
+    # The VM lifecycle calls these, each inside the VM's own sync queue and at most
+    # ``kvm.host.syncLevel`` at a time per host. Raise (a ZError keeps its code) with a
+    # message naming the host and the VM when the hypervisor refuses or cannot be reached;
+    # the caller's chain then rolls back. ``vm`` describes the whole VM; operations that
+    # need only its identity get ``vm_uuid``. A VM may live only as a domain definition on the
+    # host (libvirt), so reboot, attach and detach never need the full description.
+
+    def _unsupported(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"hypervisor {self.hypervisor_type} cannot {what}")
+
+    async def start_vm(self, node: Node, host: HostInfo, vm: VmTO) -> None:
+        """Define ``vm`` on ``host`` (if it is not) and start it."""
+        raise self._unsupported("start VMs")
+
+    async def stop_vm(self, node: Node, host: HostInfo, vm_uuid: str, *, type: str = "grace",
+                      timeout: float = 60) -> None:
+        """Stop the VM: ``grace`` asks the guest to shut down and destroys it after
+        ``timeout`` seconds; ``cold`` destroys it at once. A VM already stopped is fine."""
+        raise self._unsupported("stop VMs")
+
+    async def reboot_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        """Reboot the running VM."""
+        raise self._unsupported("reboot VMs")
+
+    async def pause_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        """Suspend the running VM in memory."""
+        raise self._unsupported("pause VMs")
+
+    async def resume_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        """Resume the paused VM."""
+        raise self._unsupported("resume VMs")
+
+    async def destroy_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        """Power the VM off and forget its definition; a VM the host does not know is fine."""
+        raise self._unsupported("destroy VMs")
+
+    async def migrate_vm(self, node: Node, host: HostInfo, vm_uuid: str,
+                         destination: HostInfo) -> None:
+        """Move the running VM live from ``host`` to ``destination``."""
+        raise self._unsupported("migrate VMs")
+
+    async def attach_volume(self, node: Node, host: HostInfo, vm_uuid: str,
+                            volume: VolumeTO) -> None:
+        """Plug ``volume`` into the VM (running or defined on ``host``)."""
+        raise self._unsupported("attach volumes")
+
+    async def detach_volume(self, node: Node, host: HostInfo, vm_uuid: str,
+                            volume: VolumeTO) -> None:
+        """Unplug ``volume`` from the VM; a volume not plugged in is fine."""
+        raise self._unsupported("detach volumes")
+
+    async def attach_nic(self, node: Node, host: HostInfo, vm_uuid: str, nic: NicTO) -> None:
+        """Plug ``nic`` into the VM (running or defined on ``host``)."""
+        raise self._unsupported("attach NICs")
+
+    async def detach_nic(self, node: Node, host: HostInfo, vm_uuid: str, nic: NicTO) -> None:
+        """Unplug ``nic`` from the VM; a NIC not plugged in is fine."""
+        raise self._unsupported("detach NICs")
+
+    async def vm_states(self, node: Node, host: HostInfo) -> dict[str, str]:
+        """The VMs ``host`` runs, by uuid: ``Running``, ``Paused`` or ``Stopped``.
+
+        Called when the host (re)connects: the node then trusts these states over its own.
+        """
+        raise self._unsupported("report VM states")
+
+    async def console_address(self, node: Node, host: HostInfo, vm_uuid: str
+                              ) -> dict[str, Any]:
+        """Where the VM's console listens: ``{"hostIp": ..., "port": ..., "protocol": "vnc"}``."""
+        raise self._unsupported("give console addresses")

@@ -67,3 +67,40 @@ class HostVO(ResourceMixin, Base):
     availableMemoryCapacity: Mapped[int] = mapped_column(BigInteger(), default=0, index=True)
     reservedMemoryCapacity: Mapped[int] = mapped_column(BigInteger(), default=0)
     architecture: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class VmInstanceVO(ResourceMixin, Base):
+    """A virtual machine, as ZStack's VmInstanceInventory (its volumes and NICs excepted).
+
+    ``state`` follows ZStack's state machine (:mod:`zplugins.compute.vm_states`). A VM holds
+    ``cpuNum`` CPUs and ``memorySize`` bytes of its host's capacity while ``hostUuid`` is set
+    (from allocation until it stops or is destroyed); ``lastHostUuid`` is where it last ran.
+    The root volume, data volumes and NICs are the storage and network plugins' rows, which
+    add ``allVolumes`` and ``vmNics`` to the inventory.
+    """
+
+    __tablename__ = "VmInstanceVO"
+    __table_args__ = (Index("ix_VmInstanceVO_name", "name"),)
+
+    zoneUuid: Mapped[str | None] = mapped_column(String(32), ForeignKey("ZoneVO.uuid"),
+                                                 index=True, default=None)
+    clusterUuid: Mapped[str | None] = mapped_column(String(32), ForeignKey("ClusterVO.uuid"),
+                                                    index=True, default=None)
+    hostUuid: Mapped[str | None] = mapped_column(String(32), ForeignKey("HostVO.uuid"),
+                                                 index=True, default=None)
+    lastHostUuid: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    imageUuid: Mapped[str | None] = mapped_column(String(32), default=None)
+    instanceOfferingUuid: Mapped[str | None] = mapped_column(String(32), default=None)
+    rootVolumeUuid: Mapped[str | None] = mapped_column(String(32), default=None)
+    defaultL3NetworkUuid: Mapped[str | None] = mapped_column(String(32), default=None)
+    type: Mapped[str] = mapped_column(String(64), default="UserVm")
+    hypervisorType: Mapped[str | None] = mapped_column(String(64), default=None)
+    cpuNum: Mapped[int] = mapped_column(Integer())
+    cpuSpeed: Mapped[int] = mapped_column(BigInteger(), default=0)
+    memorySize: Mapped[int] = mapped_column(BigInteger())
+    reservedMemorySize: Mapped[int] = mapped_column(BigInteger(), default=0)
+    platform: Mapped[str | None] = mapped_column(String(255), default=None)
+    architecture: Mapped[str | None] = mapped_column(String(64), default=None)
+    guestOsType: Mapped[str | None] = mapped_column(String(255), default=None)
+    allocatorStrategy: Mapped[str | None] = mapped_column(String(64), default=None)
+    state: Mapped[str] = mapped_column(String(64), default="Created", index=True)

@@ -20,6 +20,16 @@ The only module of ``zplugins.compute`` that another plugin imports (besides
   stays ``Disconnected`` with the error.
 * :class:`AddHostMessage`: the base of the APIs that add hosts of one hypervisor.
 
+VMs (see ``flows/vm-*.yaml`` for the chains other plugins put steps into):
+
+* :class:`VmSpec`, :class:`VolumeTO`, :class:`NicTO`, :class:`VmTO`: what the steps of
+  ``vm-create`` and the hypervisor drivers hand each other;
+* :func:`check_vm_state`: refuse an operation in a state it does not allow (``VM.1000``);
+* :class:`VmInfo`, :func:`get_vm`: read a VM;
+* :func:`vm_queue`: run work on a VM after every earlier operation on it, alone;
+* :func:`on_host`, :func:`hypervisor_of`: call a host's hypervisor driver, at most
+  ``kvm.host.syncLevel`` calls at once per host.
+
 A host takes new VMs only when its ``state`` is ``Enabled`` and its ``status`` ``Connected``.
 """
 
@@ -45,6 +55,17 @@ from zplugins.compute.host_service import (
 from zplugins.compute.hosts import AddHostMessage
 from zplugins.compute.hypervisor import HostFacts, HypervisorDriver
 from zplugins.compute.models import HostVO
+from zplugins.compute.vm_contract import (
+    CREATE_STOPPED,
+    INSTANT_START,
+    NicTO,
+    VmSpec,
+    VmTO,
+    VolumeTO,
+)
+from zplugins.compute.vm_service import VmInfo, get_vm, hypervisor_of, on_host, vm_queue
+from zplugins.compute.vm_states import VM_STATE_ERROR
+from zplugins.compute.vm_states import check as check_vm_state
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -52,17 +73,30 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECTED",
     "CONNECTING",
+    "CREATE_STOPPED",
     "DISCONNECTED",
     "HOST_CONNECT_CHAIN",
     "HOST_CONNECT_FAILED",
     "HOST_OPERATION_FAILED",
+    "INSTANT_START",
+    "VM_STATE_ERROR",
     "AddHostMessage",
     "HostFacts",
     "HostInfo",
     "HypervisorDriver",
+    "NicTO",
+    "VmInfo",
+    "VmSpec",
+    "VmTO",
+    "VolumeTO",
+    "check_vm_state",
     "cluster_hosts",
     "get_host",
+    "get_vm",
     "host_call",
+    "hypervisor_of",
+    "on_host",
+    "vm_queue",
 ]
 
 

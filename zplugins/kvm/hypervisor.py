@@ -11,6 +11,7 @@ must name the host (an agent answering for another host is a wrong host, not a l
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +21,15 @@ from sqlalchemy.orm import Session
 
 from zcore.errors import ZError
 from zplugins.compute.hypervisor import HostFacts, HypervisorDriver
-from zplugins.compute.public import HOST_CONNECT_FAILED
+from zplugins.compute.public import HOST_CONNECT_FAILED, HOST_OPERATION_FAILED
+from zplugins.kvm import commands as cmds
 from zplugins.kvm.models import KVMHostVO
 
 if TYPE_CHECKING:
     from zcore.node import Node
-    from zplugins.compute.public import HostInfo
+    from zplugins.compute.public import HostInfo, NicTO, VmTO, VolumeTO
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AGENT_PORT", "CATEGORY", "KvmHypervisor"]
 
@@ -42,6 +46,12 @@ PING_PATH = "/host/ping"
 #: Seconds a command may take when its caller gives no timeout, and each connect step.
 COMMAND_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 30.0
+#: Seconds a live migration may take.
+MIGRATE_TIMEOUT = 1800.0
+
+#: What ``/vm/vmsync`` reports, as the node's VM states.
+_SYNC_STATES = {"Running": "Running", "Paused": "Paused", "Shutdown": "Stopped",
+                "Crashed": "Stopped"}
 
 
 class AgentError(ConnectionError):
@@ -159,6 +169,100 @@ class KvmHypervisor(HypervisorDriver):
     async def host_inventory_fields(self, node: Node, hosts: Sequence[Mapping[str, Any]]
                                     ) -> dict[str, dict[str, Any]]:
         return await node.db.run(_details, [h["uuid"] for h in hosts])
+
+    # ----------------------------------------------------------------- VMs
+
+    async def _vm(self, node: Node, host: HostInfo, path: str, cmd: cmds.AgentCommand,
+                  vm_uuid: str | None, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+        """Send a VM command; a ZError naming the host, the command and the VM if it fails."""
+        what = f"command {path}" + (f" for VM {vm_uuid}" if vm_uuid else "")
+        try:
+            reply = await self._post(node, host, path, cmds.body(cmd), timeout)
+        except (AgentError, TimeoutError) as exc:
+            raise ZError(HOST_OPERATION_FAILED, "agent command failed",
+                         f"{what} on {host} failed: {exc}") from exc
+        if reply.get("success") is False:
+            raise ZError(HOST_OPERATION_FAILED, "agent command failed",
+                         f"{what} on {host} failed: "
+                         f"{reply.get('error') or 'the agent gave no reason'}")
+        return reply
+
+    async def start_vm(self, node: Node, host: HostInfo, vm: VmTO) -> None:
+        await self._vm(node, host, cmds.START_VM_PATH,
+                       cmds.start_vm_cmd(vm, timeout=int(COMMAND_TIMEOUT)), vm.uuid)
+
+    async def stop_vm(self, node: Node, host: HostInfo, vm_uuid: str, *, type: str = "grace",
+                      timeout: float = 60) -> None:
+        await self._vm(node, host, cmds.STOP_VM_PATH,
+                       cmds.StopVmCmd(uuid=vm_uuid, type=type, timeout=int(timeout)), vm_uuid,
+                       timeout + CONNECT_TIMEOUT)
+
+    async def reboot_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        await self._vm(node, host, cmds.REBOOT_VM_PATH, cmds.RebootVmCmd(uuid=vm_uuid), vm_uuid)
+
+    async def pause_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        await self._vm(node, host, cmds.PAUSE_VM_PATH, cmds.PauseVmCmd(uuid=vm_uuid), vm_uuid)
+
+    async def resume_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        await self._vm(node, host, cmds.RESUME_VM_PATH, cmds.ResumeVmCmd(uuid=vm_uuid), vm_uuid)
+
+    async def destroy_vm(self, node: Node, host: HostInfo, vm_uuid: str) -> None:
+        await self._vm(node, host, cmds.DESTROY_VM_PATH, cmds.DestroyVmCmd(uuid=vm_uuid),
+                       vm_uuid)
+
+    async def migrate_vm(self, node: Node, host: HostInfo, vm_uuid: str,
+                         destination: HostInfo) -> None:
+        await self._vm(node, host, cmds.MIGRATE_VM_PATH, cmds.MigrateVmCmd(
+            vmUuid=vm_uuid, destHostIp=destination.managementIp, srcHostIp=host.managementIp,
+            timeout=int(MIGRATE_TIMEOUT)), vm_uuid, MIGRATE_TIMEOUT)
+
+    async def attach_volume(self, node: Node, host: HostInfo, vm_uuid: str,
+                            volume: VolumeTO) -> None:
+        await self._vm(node, host, cmds.ATTACH_VOLUME_PATH, cmds.AttachDataVolumeCmd(
+            vmInstanceUuid=vm_uuid, volume=cmds.volume_to(volume)), vm_uuid)
+
+    async def detach_volume(self, node: Node, host: HostInfo, vm_uuid: str,
+                            volume: VolumeTO) -> None:
+        await self._vm(node, host, cmds.DETACH_VOLUME_PATH, cmds.DetachDataVolumeCmd(
+            vmInstanceUuid=vm_uuid, volume=cmds.volume_to(volume)), vm_uuid)
+
+    async def attach_nic(self, node: Node, host: HostInfo, vm_uuid: str, nic: NicTO) -> None:
+        await self._vm(node, host, cmds.ATTACH_NIC_PATH,
+                       cmds.AttachNicCmd(vmUuid=vm_uuid, nic=cmds.nic_to(nic)), vm_uuid)
+
+    async def detach_nic(self, node: Node, host: HostInfo, vm_uuid: str, nic: NicTO) -> None:
+        await self._vm(node, host, cmds.DETACH_NIC_PATH,
+                       cmds.DetachNicCmd(vmUuid=vm_uuid, nic=cmds.nic_to(nic)), vm_uuid)
+
+    async def vm_states(self, node: Node, host: HostInfo) -> dict[str, str]:
+        reply = await self._vm(node, host, cmds.VM_SYNC_PATH, cmds.VmSyncCmd(), None)
+        states = reply.get("states") or {}
+        if not isinstance(states, dict):
+            raise ZError(HOST_OPERATION_FAILED, "agent command failed",
+                         f"command {cmds.VM_SYNC_PATH} on {host} answered states "
+                         f"{states!r}, not an object of VM uuid to state")
+        result: dict[str, str] = {}
+        for uuid, state in states.items():
+            mapped = _SYNC_STATES.get(state)
+            if mapped is None:
+                # A transient libvirt state (NoState, ...): the next sync decides.
+                log.warning("%s reports VM %s in state %r; ignored", host, uuid, state)
+                continue
+            result[str(uuid)] = mapped
+        return result
+
+    async def console_address(self, node: Node, host: HostInfo, vm_uuid: str
+                              ) -> dict[str, Any]:
+        reply = await self._vm(node, host, cmds.GET_VNC_PORT_PATH,
+                               cmds.GetVncPortCmd(vmUuid=vm_uuid), vm_uuid)
+        try:
+            port = int(reply["port"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ZError(HOST_OPERATION_FAILED, "agent command failed",
+                         f"command {cmds.GET_VNC_PORT_PATH} for VM {vm_uuid} on {host} "
+                         f"answered no valid port: {reply}") from exc
+        return {"hostIp": host.managementIp, "port": port,
+                "protocol": reply.get("protocol") or "vnc"}
 
     async def close(self) -> None:
         if self._http is not None:

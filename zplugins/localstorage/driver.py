@@ -33,6 +33,7 @@ class LocalStorageDriver(PrimaryStorageDriver):
     """A directory on each host's own disk; the capacity is the sum of the hosts' disks."""
 
     type = "LocalStorage"
+    agent_path = "/localstorage"
 
     async def prepare_host(self, node: Node, ps: PrimaryStorageInfo,
                            host: HostInfo) -> Capacity:

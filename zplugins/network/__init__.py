@@ -2,8 +2,11 @@
 
 An essential plugin. Each family lives in its own module, contributing to the hooks below:
 ``l2`` (L2 networks, attached to clusters, their bridges on the hosts), ``l3`` (L3 networks
-and their DNS servers), ``ip_ranges`` (IP ranges, free IPs, IP capacity) and ``services``
-(network service providers and the services they give L3 networks). Other plugins use
+and their DNS servers), ``ip_ranges`` (IP ranges, free IPs, IP capacity), ``services``
+(network service providers and the services they give L3 networks), ``ip_allocators`` (IP
+allocator strategies, drivers in ``zcore.ip_allocators``; global configuration
+``l3.ipAllocatorStrategy``), ``nic_steps`` (the steps of the VM chains) and ``nics`` (VM
+NICs, used IPs, ``vmNics`` of VM inventories, the VM NIC APIs). Other plugins use
 :mod:`zplugins.network.public` only.
 
 Resources: ``L2NetworkVO`` (VLAN networks are also ``L2VlanNetworkVO`` for
@@ -40,12 +43,32 @@ ZCORE_REQUIRES = ("compute",)
 _HERE = Path(__file__).resolve().parent
 
 #: Modules that contribute to this plugin's hooks through functions named after them.
-PARTS = Parts(__name__, ("l2", "l3", "ip_ranges", "services"))
+PARTS = Parts(__name__, ("l2", "l3", "ip_ranges", "ip_allocators", "services", "nic_steps", "nics"))
 
 
 @hookimpl
 def zcore_resource_types() -> Iterator[Any]:
     yield from PARTS.collect("resource_types")
+
+
+@hookimpl
+def zcore_inventory_extensions() -> Iterator[Any]:
+    yield from PARTS.collect("inventory_extensions")
+
+
+@hookimpl
+def zcore_system_tag_patterns() -> Iterator[Any]:
+    yield from PARTS.collect("system_tag_patterns")
+
+
+@hookimpl
+def zcore_global_configs() -> Iterator[Any]:
+    yield from PARTS.collect("global_configs")
+
+
+@hookimpl
+def zcore_driver_namespaces() -> Iterator[Any]:
+    yield from PARTS.collect("driver_namespaces")
 
 
 @hookimpl

@@ -49,6 +49,7 @@ __all__ = [
     "NetworkServiceProviderVO",
     "NetworkServiceTypeVO",
     "UsedIpVO",
+    "VmNicVO",
 ]
 
 #: ``L2NetworkVO.type`` of the two kinds of L2 network.
@@ -248,6 +249,42 @@ class UsedIpVO(Base):
     createDate: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     lastOpDate: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow,
                                                  onupdate=utcnow)
+
+
+class VmNicVO(TimestampMixin, Base):
+    """A VM's network interface on an L3 network, as ZStack's VmNicInventory.
+
+    A resource (a :class:`~zcore.db.ResourceVO` row, owned by the VM's owner) without a
+    name. ``mac`` is unique across the cloud and ``deviceId`` unique within its VM. ``ip``,
+    ``netmask`` and ``gateway`` repeat the NIC's :class:`UsedIpVO` (the first, when it has
+    several), as ZStack's inventory shows them.
+    """
+
+    __tablename__ = "VmNicVO"
+    __table_args__ = (UniqueConstraint("vmInstanceUuid", "deviceId"),)
+
+    uuid: Mapped[str] = mapped_column(
+        String(32), ForeignKey("ResourceVO.uuid", ondelete="CASCADE"), primary_key=True)
+    vmInstanceUuid: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("VmInstanceVO.uuid", ondelete="CASCADE"), index=True)
+    l3NetworkUuid: Mapped[str] = mapped_column(String(32), ForeignKey("L3NetworkVO.uuid"),
+                                               index=True)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    ip: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
+    netmask: Mapped[str | None] = mapped_column(String(128), default=None)
+    gateway: Mapped[str | None] = mapped_column(String(128), default=None)
+    ipVersion: Mapped[int | None] = mapped_column(Integer(), default=None)
+    deviceId: Mapped[int] = mapped_column(Integer())
+    internalName: Mapped[str | None] = mapped_column(String(128), default=None)
+    type: Mapped[str] = mapped_column(String(64), default="VNIC")
+    driverType: Mapped[str | None] = mapped_column(String(64), default=None)
+    hypervisorType: Mapped[str | None] = mapped_column(String(64), default=None)
+    metaData: Mapped[str | None] = mapped_column(String(255), default=None)
+    state: Mapped[str] = mapped_column(String(64), default="enable")
+
+    usedIps: Mapped[list[UsedIpVO]] = relationship(
+        primaryjoin="foreign(UsedIpVO.vmNicUuid) == VmNicVO.uuid", viewonly=True,
+        lazy="selectin", order_by="UsedIpVO.ipInLong")
 
 
 # --------------------------------------------------------------------------- query views

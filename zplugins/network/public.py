@@ -13,6 +13,16 @@ networking calls this from its ``zcore_node_starting``)::
 
 Bridge names, for the plugins that plug VM NICs into L2 networks: :func:`bridge_name`.
 
+A provider that does something on hosts for the VMs' NICs (DHCP entries, ...) also
+registers a backend (:class:`NetworkServiceBackend`), from the same hook::
+
+        register_network_service_backend(node, "Flat", FlatBackend())
+
+The VM chains then call ``apply(node, host, nics)`` when a VM is created or started on
+``host`` and ``release(node, host, nics)`` when it stops or is destroyed, with the NICs
+(``NicTO``) on L3 networks that have a service of that provider. A failing ``apply`` fails
+(and rolls back) the operation.
+
 Anything else in ``zplugins.network`` is private to it.
 """
 
@@ -20,8 +30,9 @@ from __future__ import annotations
 
 import uuid as _uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
+from aiohttp import web
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,7 +43,14 @@ from zcore.errors import INVALID_ARGUMENT, ZError
 if TYPE_CHECKING:
     from zcore.node import Node
 
-__all__ = ["bridge_name", "provider_uuid", "register_network_service_provider"]
+__all__ = [
+    "NetworkServiceBackend",
+    "bridge_name",
+    "network_service_backends",
+    "provider_uuid",
+    "register_network_service_backend",
+    "register_network_service_provider",
+]
 
 _PROVIDERS = _uuid.UUID("5f0c1f5e-2d9a-4b1e-9a57-7d3c2f6e0a11")
 
@@ -97,3 +115,35 @@ async def register_network_service_provider(
             if attempt == 2:  # another node kept winning the race; it registered it then
                 raise
     return uuid
+
+
+class NetworkServiceBackend(Protocol):
+    """What a network service provider does on a host for VM NICs (see the module doc).
+
+    ``host`` is a ``zplugins.compute.public.HostInfo`` (``None`` when the VM has no host,
+    e.g. destroying a VM that never started), ``nics`` the ``NicTO`` of the VM whose L3
+    networks use this provider. ``release`` must tolerate NICs never applied.
+    """
+
+    async def apply(self, node: Node, host: Any, nics: list[Any]) -> None: ...
+
+    async def release(self, node: Node, host: Any, nics: list[Any]) -> None: ...
+
+
+_BACKENDS: web.AppKey[dict[str, NetworkServiceBackend]] = web.AppKey(
+    "zplugins.network.service_backends")
+
+
+def network_service_backends(node: Node) -> dict[str, NetworkServiceBackend]:
+    """The node's backends by provider type (created empty on first use)."""
+    found = node.app.get(_BACKENDS)
+    if found is None:
+        found = {}
+        node.app[_BACKENDS] = found
+    return found
+
+
+def register_network_service_backend(node: Node, provider_type: str,
+                                     backend: NetworkServiceBackend) -> None:
+    """Have ``backend`` called for the NICs on L3 networks served by ``provider_type``."""
+    network_service_backends(node)[provider_type] = backend

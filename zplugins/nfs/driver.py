@@ -33,6 +33,7 @@ class NfsDriver(PrimaryStorageDriver):
     """An NFS export mounted on every host of the storage's clusters."""
 
     type = "NFS"
+    agent_path = "/nfsprimarystorage"
 
     def mount_path(self, uuid: str, url: str) -> str:
         return f"/opt/zstack/nfsprimarystorage/prim-{uuid}"

@@ -31,6 +31,7 @@ ZStack's simulator) and ``memoryCapacity`` (bytes). The inventory is ZStack's
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,6 +81,12 @@ class SimHost:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: For the handlers' own use.
     state: dict[str, Any] = field(default_factory=dict)
+
+    def vms(self) -> dict[str, dict[str, Any]]:
+        """A copy of the VMs this machine runs or defines, by uuid (see
+        :mod:`zplugins.simulator.vms`): ``state``, ``cpuNum``, ``memory``, ``volumes``,
+        ``nics``, ..."""
+        return copy.deepcopy(self.state.get("vms", {}))
 
 
 class Simulator:

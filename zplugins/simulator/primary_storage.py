@@ -63,6 +63,7 @@ class SimulatorPrimaryStorageDriver(PrimaryStorageDriver):
     """A primary storage that exists only in the database, with the capacity it was given."""
 
     type = "Simulator"
+    agent_path = "/simulator/primarystorage"
 
     async def connect(self, node: Node, ps: PrimaryStorageInfo) -> Capacity:
         return Capacity(ps.totalPhysicalCapacity, ps.availablePhysicalCapacity)

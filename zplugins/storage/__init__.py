@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 ZCORE_REQUIRES = ("compute",)
 
-PARTS = Parts(__name__, ("primary", "backup", "images", "disk_offerings"))
+PARTS = Parts(__name__, ("primary", "backup", "images", "disk_offerings", "volumes",
+                           "volume_steps", "snapshots"))
 
 
 @hookimpl
@@ -70,6 +71,11 @@ def zcore_flow_steps() -> Iterator[Any]:
 @hookimpl
 def zcore_flow_insertions() -> Iterator[Any]:
     yield from PARTS.collect("flow_insertions")
+
+
+@hookimpl
+def zcore_inventory_extensions() -> Iterator[Any]:
+    yield from PARTS.collect("inventory_extensions")
 
 
 @hookimpl

@@ -48,6 +48,7 @@ __all__ = [
     "PRIMARY_STORAGE",
     "PS_ATTACH_FAILED",
     "PS_CONNECT_FAILED",
+    "PS_NO_HOST",
     "Capacity",
     "PrimaryStorageDriver",
     "PrimaryStorageInfo",
@@ -62,6 +63,8 @@ PRIMARY_STORAGE = "zcore.primary_storage"
 PS_ATTACH_FAILED = "PS.1001"
 #: Connecting to the storage failed (``ReconnectPrimaryStorage``, the periodic ping).
 PS_CONNECT_FAILED = "PS.1003"
+#: No connected host reaches the storage, so nothing can be done on it now.
+PS_NO_HOST = "PS.1004"
 
 #: How many hosts a driver prepares at once by default.
 HOST_CONCURRENCY = 16
@@ -194,6 +197,125 @@ class PrimaryStorageDriver(ABC):
                                 ps.name, ps.uuid, host.name, host.uuid, exc)
 
         await asyncio.gather(*(one(h) for h in hosts))
+
+    # ------------------------------------------------------------------ volumes (VM issue)
+    #
+    # The defaults send ZStack-style agent commands to a host (``host_call``) under
+    # :attr:`agent_path`; a host that does not know a command answers it as a simulated host
+    # does ({"success": true}), so the paths a driver's agent serves are its business.
+
+    #: The prefix of this storage's agent commands (``/localstorage``, ``/nfsprimarystorage``).
+    agent_path: ClassVar[str] = "/primarystorage"
+
+    def volume_root(self, ps: PrimaryStorageInfo) -> str:
+        """The directory under which volumes, snapshots and the image cache live."""
+        return (ps.mountPath or ps.url).rstrip("/")
+
+    async def agent(self, node: Node, host: HostInfo, command: str,
+                    body: dict[str, Any]) -> dict[str, Any]:
+        """Send ``{agent_path}{command}`` to ``host``; the reply (``HOST.1001`` on failure)."""
+        from zplugins.compute.public import host_call
+
+        return await host_call(node, host, f"{self.agent_path}{command}", body)
+
+    async def download_to_image_cache(self, node: Node, ps: PrimaryStorageInfo,
+                                      host: HostInfo, image_uuid: str, image_format: str,
+                                      backup_storage_uuid: str,
+                                      backup_storage_path: str | None) -> str:
+        """Copy an image from backup storage into the storage's image cache; its url there."""
+        url = f"{self.volume_root(ps)}/imagecache/template/{image_uuid}/{image_uuid}." \
+              f"{image_format or 'qcow2'}"
+        reply = await self.agent(node, host, "/imagecache/download", {
+            "primaryStorageUuid": ps.uuid, "imageUuid": image_uuid,
+            "backupStorageUuid": backup_storage_uuid,
+            "backupStorageInstallPath": backup_storage_path, "primaryStorageInstallPath": url})
+        return str(reply.get("installPath") or url)
+
+    async def create_root_volume(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo,
+                                 volume_uuid: str, cache_url: str, size: int) -> str:
+        """Clone a root volume of ``size`` bytes from the cached image; its install path."""
+        path = f"{self.volume_root(ps)}/rootVolumes/vol-{volume_uuid}/{volume_uuid}.qcow2"
+        reply = await self.agent(node, host, "/volume/createvolumefromcache", {
+            "primaryStorageUuid": ps.uuid, "volumeUuid": volume_uuid,
+            "templatePathInCache": cache_url, "installUrl": path, "virtualSize": size})
+        return str(reply.get("installPath") or path)
+
+    async def create_empty_volume(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo,
+                                  volume_uuid: str, size: int) -> str:
+        """Create an empty data volume of ``size`` bytes; its install path."""
+        path = f"{self.volume_root(ps)}/dataVolumes/vol-{volume_uuid}/{volume_uuid}.qcow2"
+        reply = await self.agent(node, host, "/volume/createempty", {
+            "primaryStorageUuid": ps.uuid, "volumeUuid": volume_uuid, "installUrl": path,
+            "size": size})
+        return str(reply.get("installPath") or path)
+
+    async def delete_volume(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo | None,
+                            path: str) -> None:
+        """Delete a volume's (or a snapshot's, or a cached image's) bits at ``path``.
+
+        ``host`` is where the bits are for a storage local to hosts; ``None`` lets the driver
+        pick any connected host that reaches the storage (``PS.1004`` when there is none).
+        """
+        host = host or await self.any_host(node, ps)
+        await self.agent(node, host, "/delete", {"primaryStorageUuid": ps.uuid,
+                                                 "path": path})
+
+    async def take_snapshot(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo,
+                            volume_uuid: str, volume_path: str,
+                            snapshot_uuid: str) -> tuple[str, int]:
+        """Snapshot a volume: the snapshot's install path and size in bytes (what it uses on
+        the storage; by default what the agent reports, else 0)."""
+        path = f"{volume_path.rsplit('/', 1)[0]}/snapshots/{snapshot_uuid}.qcow2"
+        reply = await self.agent(node, host, "/snapshot/take", {
+            "primaryStorageUuid": ps.uuid, "volumeUuid": volume_uuid,
+            "volumeInstallPath": volume_path, "installPath": path})
+        return str(reply.get("snapshotInstallPath") or path), int(reply.get("size") or 0)
+
+    async def revert_snapshot(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo,
+                              volume_path: str, snapshot_path: str) -> str:
+        """Make the volume what it was at the snapshot; the volume's (new) install path."""
+        reply = await self.agent(node, host, "/snapshot/revert", {
+            "primaryStorageUuid": ps.uuid, "snapshotInstallPath": snapshot_path,
+            "volumeInstallPath": volume_path})
+        return str(reply.get("newVolumeInstallPath") or volume_path)
+
+    async def delete_snapshot(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo | None,
+                              path: str) -> None:
+        """Delete a snapshot's bits (by default as :meth:`delete_volume`)."""
+        await self.delete_volume(node, ps, host, path)
+
+    async def create_template(self, node: Node, ps: PrimaryStorageInfo, host: HostInfo,
+                              volume_path: str, image_uuid: str, backup_storage_uuid: str,
+                              backup_storage_url: str) -> tuple[str, int]:
+        """Copy a volume as a template and upload it to backup storage: its install path on
+        the backup storage and its size in bytes (as the agent reports, else 0)."""
+        path = f"{backup_storage_url.rstrip('/')}/rootVolumeTemplates/{image_uuid}/" \
+               f"{image_uuid}.qcow2"
+        reply = await self.agent(node, host, "/volume/createtemplate/upload", {
+            "primaryStorageUuid": ps.uuid, "volumePath": volume_path, "imageUuid": image_uuid,
+            "backupStorageUuid": backup_storage_uuid, "backupStorageInstallPath": path})
+        return str(reply.get("backupStorageInstallPath") or path), int(reply.get("size") or 0)
+
+    async def any_host(self, node: Node, ps: PrimaryStorageInfo) -> HostInfo:
+        """A connected host of a cluster the storage is attached to (``PS.1004`` if none)."""
+        from zplugins.compute.public import cluster_hosts
+        from zplugins.storage.primary_models import PrimaryStorageClusterRefVO
+
+        def clusters(session: Any) -> list[str]:
+            from sqlalchemy import select
+
+            return list(session.scalars(select(PrimaryStorageClusterRefVO.clusterUuid).where(
+                PrimaryStorageClusterRefVO.primaryStorageUuid == ps.uuid).order_by(
+                    PrimaryStorageClusterRefVO.clusterUuid)))
+
+        for cluster_uuid in await node.db.run(clusters):
+            for host in await cluster_hosts(node, cluster_uuid):
+                if host.state != "Maintenance":
+                    return host
+        raise ZError(PS_NO_HOST, "no host reaches the primary storage",
+                     f"{ps.type} primary storage {ps.name} ({ps.uuid}) is attached to no "
+                     "cluster with a connected host; attach it to a cluster or reconnect a "
+                     "host, then try again")
 
 
 def prepare_failed(ps: PrimaryStorageInfo, host: HostInfo, error: BaseException) -> ZError:

@@ -1,0 +1,339 @@
+"""Host allocation: strategies, filters, atomic reservations, the steps, MigrateVm."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from zcore.api import SYSTEM
+from zcore.db import add_resource, new_uuid
+from zcore.errors import ZError
+from zcore.flow import FlowContext
+from zcore.node import Node
+from zcore.testing.env import Environment
+from zplugins.compute.allocators import (
+    HOST_ALLOCATION_FAILED,
+    HOST_ALLOCATORS,
+    AllocateHost,
+    DefaultHostAllocatorStrategy,
+    HostAllocatorStrategy,
+    HostRequest,
+    LastHostPreferredAllocatorStrategy,
+    LeastVmPreferredHostAllocatorStrategy,
+    MigrateVmAllocatorStrategy,
+    release_host,
+)
+from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO, ZoneVO
+from zplugins.simulator.hosts import SIMULATOR
+
+pytestmark = pytest.mark.db
+
+GiB = 1024**3
+
+#: The unit tests need compute and the simulator only (other plugins' VM steps are in flux).
+ONLY_COMPUTE = ("storage", "network", "localstorage", "nfs", "sftpbackup", "simulator")
+
+
+@pytest.fixture(autouse=True)
+def simulated_world() -> Iterator[None]:
+    yield
+    SIMULATOR.clear()
+
+
+async def call(node: Node, api: str, **params: Any) -> dict[str, Any]:
+    return await node.api.call(api, params, caller=SYSTEM)
+
+
+async def world(node: Node, *clusters: int) -> list[list[str]]:
+    """One zone, a KVM cluster per argument with that many Connected hosts; their uuids.
+
+    Rows are written directly: allocation reads only the database.
+    """
+    out: list[list[str]] = []
+
+    def insert(session: Session) -> None:
+        zone = add_resource(session, ZoneVO(uuid=new_uuid(), name="z1"), "ZoneVO")
+        ip = 0
+        for c, count in enumerate(clusters):
+            cluster = add_resource(session, ClusterVO(uuid=new_uuid(), name=f"c{c}",
+                                                      zoneUuid=zone.uuid,
+                                                      hypervisorType="KVM"), "ClusterVO")
+            hosts = []
+            for h in range(count):
+                ip += 1
+                host = HostVO(uuid=new_uuid(), name=f"h{c}{h}", zoneUuid=zone.uuid,
+                              clusterUuid=cluster.uuid, managementIp=f"10.0.0.{ip}",
+                              hypervisorType="KVM", state="Enabled", status="Connected",
+                              cpuNum=8, totalCpuCapacity=80, availableCpuCapacity=80,
+                              totalMemoryCapacity=64 * GiB,
+                              availableMemoryCapacity=63 * GiB)
+                add_resource(session, host, "HostVO")
+                hosts.append(host.uuid)
+            out.append(hosts)
+            session.flush()
+
+    await node.db.run(insert)
+    return out
+
+
+async def set_free(node: Node, host: str, cpu: int, memory: int) -> None:
+    def change(session: Session) -> None:
+        session.execute(update(HostVO).where(HostVO.uuid == host).values(
+            availableCpuCapacity=cpu, availableMemoryCapacity=memory))
+
+    await node.db.run(change)
+
+
+async def free(node: Node, host: str) -> tuple[int, int]:
+    row = await node.db.run(lambda s: s.get(HostVO, host))
+    return row.availableCpuCapacity, row.availableMemoryCapacity
+
+
+async def allocate(node: Node, strategy: HostAllocatorStrategy, **request: Any) -> str:
+    request.setdefault("cpuNum", 1)
+    request.setdefault("memorySize", GiB)
+    row = await node.db.run(strategy.allocate, HostRequest(**request))
+    return row.uuid
+
+
+async def no_host(node: Node, strategy: HostAllocatorStrategy, **request: Any) -> str:
+    with pytest.raises(ZError) as caught:
+        await allocate(node, strategy, **request)
+    assert caught.value.code == HOST_ALLOCATION_FAILED
+    return str(caught.value.details)
+
+
+async def add_vm(node: Node, host: str | None, *, last: str | None = None,
+                 cpu: int = 2, memory: int = 2 * GiB, state: str = "Running") -> str:
+    uuid = new_uuid()
+
+    def insert(session: Session) -> None:
+        add_resource(session, VmInstanceVO(uuid=uuid, name=f"vm-{uuid[:6]}", cpuNum=cpu,
+                                           memorySize=memory, hostUuid=host,
+                                           lastHostUuid=last, state=state,
+                                           hypervisorType="KVM"), "VmInstanceVO")
+
+    await node.db.run(insert)
+    return uuid
+
+
+async def test_concurrent_reservations_never_overcommit(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 30 * GiB)   # 30 VMs of 1 GiB each
+    await set_free(node, h2, 80, 30 * GiB)
+
+    results = await asyncio.gather(
+        *(allocate(node, DefaultHostAllocatorStrategy()) for _ in range(100)),
+        return_exceptions=True)
+
+    placed = [r for r in results if isinstance(r, str)]
+    failed = [r for r in results if not isinstance(r, str)]
+    assert len(placed) == 60
+    assert placed.count(h1) == placed.count(h2) == 30
+    assert all(isinstance(e, ZError) and e.code == HOST_ALLOCATION_FAILED for e in failed)
+    assert await free(node, h1) == (50, 0)
+    assert await free(node, h2) == (50, 0)
+
+
+async def test_default_takes_the_most_free_memory_and_least_vm_the_fewest_vms(
+        make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2, h3]] = await world(node, 3)
+    await set_free(node, h1, 80, 20 * GiB)
+    await set_free(node, h2, 80, 40 * GiB)
+    await set_free(node, h3, 80, 30 * GiB)
+    assert await allocate(node, DefaultHostAllocatorStrategy()) == h2
+    assert await free(node, h2) == (79, 39 * GiB)
+
+    for host in (h2, h2, h3):
+        await add_vm(node, host)
+    assert await allocate(node, LeastVmPreferredHostAllocatorStrategy()) == h1
+
+
+async def test_strategies_are_drivers(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    names = node.drivers.names(HOST_ALLOCATORS)
+    assert {"DefaultHostAllocatorStrategy", "LeastVmPreferredHostAllocatorStrategy",
+            "LastHostPreferredAllocatorStrategy", "MigrateVmAllocatorStrategy"} <= set(names)
+    assert node.global_config.get("vm", "hostAllocatorStrategy") == \
+        "DefaultHostAllocatorStrategy"
+
+
+async def test_last_host_preferred_when_it_fits(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 10 * GiB)
+    await set_free(node, h2, 80, 40 * GiB)
+    last = LastHostPreferredAllocatorStrategy()
+    assert await allocate(node, last, lastHostUuid=h1) == h1
+    # Too little memory left there: the fallback (most free memory) decides.
+    assert await allocate(node, last, lastHostUuid=h1, memorySize=20 * GiB) == h2
+
+
+async def test_migrate_strategy_never_picks_the_current_host(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 40 * GiB)
+    await set_free(node, h2, 80, 10 * GiB)
+    assert await allocate(node, MigrateVmAllocatorStrategy(), currentHostUuid=h1) == h2
+    details = await no_host(node, MigrateVmAllocatorStrategy(), currentHostUuid=h1,
+                            hostUuid=h1)
+    assert "excluded" in details
+
+
+async def test_pinning_avoid_list_and_conditions(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[a1, a2], [b1]] = await world(node, 2, 1)
+    for host, memory in ((a1, 40), (a2, 30), (b1, 10)):
+        await set_free(node, host, 80, memory * GiB)
+    strategy = DefaultHostAllocatorStrategy()
+    assert await allocate(node, strategy, hostUuid=a2) == a2
+    b_cluster = (await node.db.run(lambda s: s.get(HostVO, b1))).clusterUuid
+    assert await allocate(node, strategy, clusterUuid=b_cluster) == b1
+    assert await allocate(node, strategy, avoidHostUuids=(a1,)) == a2
+    assert await allocate(node, strategy,
+                          conditions=(HostVO.clusterUuid.in_([b_cluster]),)) == b1
+    details = await no_host(node, strategy, avoidHostUuids=(a1, a2),
+                            conditions=(HostVO.clusterUuid != b_cluster,))
+    assert "primary storage and networks" in details
+
+
+async def test_no_host_says_why(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1]] = await world(node, 1)
+    await set_free(node, h1, 80, 16 * GiB)
+    strategy = DefaultHostAllocatorStrategy()
+
+    details = await no_host(node, strategy, cpuNum=8, memorySize=32 * GiB)
+    assert "8 CPUs and 32 GiB free" in details and "32 GiB of memory free" in details
+    details = await no_host(node, strategy, cpuNum=100)
+    assert "100 CPUs free" in details
+    details = await no_host(node, strategy, hostUuid="0" * 32)
+    assert f"host {'0' * 32} does not exist" in details
+
+    await call(node, "ChangeHostState", uuid=h1, stateEvent="disable")
+    details = await no_host(node, strategy)
+    assert "Enabled and Connected" in details
+    assert await free(node, h1) == (80, 16 * GiB)  # nothing reserved by failures
+
+
+async def test_release_host_gives_capacity_back(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1]] = await world(node, 1)
+    await set_free(node, h1, 78, 14 * GiB)
+    vm = await add_vm(node, h1)
+    await node.db.run(release_host, vm)
+    assert await free(node, h1) == (80, 16 * GiB)
+    row = await node.db.run(lambda s: s.get(VmInstanceVO, vm))
+    assert (row.hostUuid, row.lastHostUuid, row.state) == (None, h1, "Running")
+    await node.db.run(release_host, vm)  # holds no host: nothing more given back
+    assert await free(node, h1) == (80, 16 * GiB)
+
+
+async def test_allocate_host_step_prefers_last_host_and_rolls_back(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 10 * GiB)
+    await set_free(node, h2, 80, 40 * GiB)
+    vm = await add_vm(node, None, last=h1, state="Starting")
+    ctx = FlowContext("vm-start", {"vm_uuid": vm, "host_conditions": []}, node)
+
+    await AllocateHost().run(ctx)
+    assert ctx["host"].uuid == h1
+    row = await node.db.run(lambda s: s.get(VmInstanceVO, vm))
+    assert (row.hostUuid, row.clusterUuid) == (h1, ctx["host"].clusterUuid)
+    assert await free(node, h1) == (78, 8 * GiB)
+
+    await AllocateHost().rollback(ctx)
+    assert await free(node, h1) == (80, 10 * GiB)
+    row = await node.db.run(lambda s: s.get(VmInstanceVO, vm))
+    assert row.hostUuid is None
+
+
+async def test_allocate_host_step_uses_the_vm_strategy(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 10 * GiB)
+    await set_free(node, h2, 80, 40 * GiB)
+    for _ in range(2):
+        await add_vm(node, h2)
+    vm = await add_vm(node, None, state="Starting")
+
+    def prefer_least_vms(session: Session) -> None:
+        session.get(VmInstanceVO, vm).allocatorStrategy = \
+            "LeastVmPreferredHostAllocatorStrategy"
+
+    await node.db.run(prefer_least_vms)
+    ctx = FlowContext("vm-start", {"vm_uuid": vm, "host_conditions": []}, node)
+    await AllocateHost().run(ctx)
+    assert ctx["host"].uuid == h1
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+async def _create_vm(env: Environment, **params: Any) -> dict[str, Any]:
+    offering = env.uuid("small")
+    reply = await env.client.call(
+        "CreateVmInstance", name="vm1", instanceOfferingUuid=offering,
+        imageUuid=env.uuid("image1"), l3NetworkUuids=[env.uuid("l3a")], **params)
+    inventory: dict[str, Any] = reply["inventory"]
+    return inventory
+
+
+async def test_migrate_vm_end_to_end(vm_cloud: Environment) -> None:
+    env = vm_cloud
+    vm = await _create_vm(env)
+    source = vm["hostUuid"]
+    hosts = {env.uuid("host1"), env.uuid("host2")}
+    (dest,) = hosts - {source}
+    before = {h: await free(env.node, h) for h in hosts}
+
+    candidates = await env.client.call("GetVmMigrationCandidateHosts",
+                                       vmInstanceUuid=vm["uuid"])
+    assert [h["uuid"] for h in candidates["inventories"]] == [dest]
+
+    moved = (await env.client.call("MigrateVm", vmInstanceUuid=vm["uuid"]))["inventory"]
+    assert (moved["hostUuid"], moved["lastHostUuid"], moved["state"]) == \
+        (dest, source, "Running")
+    cpu, memory = vm["cpuNum"], vm["memorySize"]
+    assert await free(env.node, source) == (before[source][0] + cpu,
+                                            before[source][1] + memory)
+    assert await free(env.node, dest) == (before[dest][0] - cpu, before[dest][1] - memory)
+
+    with pytest.raises(ZError) as caught:
+        await env.client.call("MigrateVm", vmInstanceUuid=vm["uuid"], hostUuid=dest)
+    assert caught.value.code == "SYS.1007"
+
+
+async def test_candidates_for_creating_and_change_offering(vm_cloud: Environment) -> None:
+    env = vm_cloud
+    found = await env.client.call(
+        "GetCandidateZonesClustersHostsForCreatingVm", imageUuid=env.uuid("image1"),
+        l3NetworkUuids=[env.uuid("l3a")], cpuNum=1, memorySize=GiB)
+    assert {h["uuid"] for h in found["hosts"]} == {env.uuid("host1"), env.uuid("host2")}
+    assert [c["uuid"] for c in found["clusters"]] == [env.uuid("cluster1")]
+    too_big = await env.client.call(
+        "GetCandidateZonesClustersHostsForCreatingVm", imageUuid=env.uuid("image1"),
+        l3NetworkUuids=[env.uuid("l3a")], cpuNum=1, memorySize=1024 * GiB)
+    assert too_big["hosts"] == [] and too_big["zones"] == []
+
+    vm = await _create_vm(env)
+    with pytest.raises(ZError) as caught:
+        await env.client.call("ChangeInstanceOffering", vmInstanceUuid=vm["uuid"],
+                              instanceOfferingUuid=env.uuid("small"))
+    assert caught.value.code == "VM.1000"
+    await env.client.call("StopVmInstance", uuid=vm["uuid"])
+    big = (await env.client.call("CreateInstanceOffering", name="big", cpuNum=4,
+                                 memorySize=4 * GiB))["inventory"]
+    changed = (await env.client.call("ChangeInstanceOffering", vmInstanceUuid=vm["uuid"],
+                                     instanceOfferingUuid=big["uuid"]))["inventory"]
+    assert (changed["cpuNum"], changed["memorySize"]) == (4, 4 * GiB)
+    rows = await env.node.db.run(lambda s: list(s.scalars(select(HostVO))))
+    assert all(r.availableCpuCapacity >= 0 and r.availableMemoryCapacity >= 0 for r in rows)

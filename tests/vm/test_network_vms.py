@@ -1,0 +1,207 @@
+"""VM NICs end to end: IPs on two L3 networks, static IPs, attach/detach, refusals, and the
+network service backends, through REST on simulator hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from zcore import hookimpl
+from zcore.db import ResourceVO
+from zcore.errors import ZError
+from zcore.testing.env import Environment
+from zplugins.network.models import UsedIpVO, VmNicVO
+from zplugins.network.public import (
+    register_network_service_backend,
+    register_network_service_provider,
+)
+
+MakeEnv = Callable[..., Awaitable[Environment]]
+
+
+async def create_vm(env: Environment, name: str, **params: Any) -> dict[str, Any]:
+    params.setdefault("instanceOfferingUuid", env.uuid("small"))
+    params.setdefault("imageUuid", env.uuid("image1"))
+    params.setdefault("l3NetworkUuids", [env.uuid("l3a"), env.uuid("l3b")])
+    return (await env.client.call("CreateVmInstance", name=name, **params))["inventory"]
+
+
+async def nic_rows(env: Environment) -> dict[str, int]:
+    def read(session: Any) -> dict[str, int]:
+        return {
+            "nics": session.scalar(select(func.count()).select_from(VmNicVO)),
+            "used_ips": session.scalar(select(func.count()).select_from(UsedIpVO)),
+            "nic_resources": session.scalar(select(func.count()).select_from(ResourceVO).where(
+                ResourceVO.resourceType == "VmNicVO"))}
+
+    return await env.node.db.run(read)
+
+
+def in_range(ip: str, start: str, end: str) -> bool:
+    return IPv4Address(start) <= IPv4Address(ip) <= IPv4Address(end)
+
+
+async def test_a_vm_gets_a_nic_with_an_ip_on_each_l3_network(vm_cloud: Environment) -> None:
+    env = vm_cloud
+    vm = await create_vm(env, "vm1", defaultL3NetworkUuid=env.uuid("l3b"))
+    nics = vm["vmNics"]
+    assert [n["deviceId"] for n in nics] == [0, 1]
+    assert [n["l3NetworkUuid"] for n in nics] == [env.uuid("l3a"), env.uuid("l3b")]
+    assert in_range(nics[0]["ip"], "10.0.0.10", "10.0.0.250")
+    assert in_range(nics[1]["ip"], "10.1.0.10", "10.1.0.250")
+    assert nics[0]["gateway"] == "10.0.0.1" and nics[0]["netmask"] == "255.255.255.0"
+    assert all(n["mac"].startswith("fa:") and len(n["mac"]) == 17 for n in nics)
+    assert nics[0]["mac"] != nics[1]["mac"]
+    assert [u["ip"] for u in nics[0]["usedIps"]] == [nics[0]["ip"]]
+    assert vm["defaultL3NetworkUuid"] == env.uuid("l3b")
+
+    found = (await env.client.call("QueryVmNic",
+                                   q=[f"vmInstanceUuid={vm['uuid']}"]))["inventories"]
+    assert sorted(n["uuid"] for n in found) == sorted(n["uuid"] for n in nics)
+    used = (await env.client.call("QueryIpAddress",
+                                  q=[f"vmNicUuid={nics[1]['uuid']}"]))["inventories"]
+    assert [u["ip"] for u in used] == [nics[1]["ip"]] and used[0]["usedFor"] == "Vm"
+
+
+async def test_a_static_ip_is_given_and_a_taken_one_refused_leaving_nothing(
+        vm_cloud: Environment) -> None:
+    env = vm_cloud
+    l3a = env.uuid("l3a")
+    vm = await create_vm(env, "vm1", systemTags=[f"staticIp::{l3a}::10.0.0.100"])
+    assert vm["vmNics"][0]["ip"] == "10.0.0.100"
+    before = await nic_rows(env)
+
+    with pytest.raises(ZError) as taken:
+        await create_vm(env, "vm2", systemTags=[f"staticIp::{l3a}::10.0.0.100"])
+    assert "10.0.0.100" in taken.value.details and "already used" in taken.value.details
+    with pytest.raises(ZError) as outside:
+        await create_vm(env, "vm3", systemTags=[f"staticIp::{l3a}::10.0.0.251"])
+    assert "10.0.0.251" in outside.value.details and l3a in outside.value.details
+    assert await nic_rows(env) == before
+
+
+async def test_nics_attach_detach_and_change_their_ip(vm_cloud: Environment) -> None:
+    env = vm_cloud
+    call = env.client.call
+    vm = await create_vm(env, "vm1", l3NetworkUuids=[env.uuid("l3a")])
+    before = await nic_rows(env)
+
+    attached = (await call("AttachL3NetworkToVm", vmInstanceUuid=vm["uuid"],
+                           l3NetworkUuid=env.uuid("l3b"), staticIp="10.1.0.50"))["inventory"]
+    assert [(n["deviceId"], n["ip"]) for n in attached["vmNics"]][1] == (1, "10.1.0.50")
+    with pytest.raises(ZError, match="already has a NIC"):
+        await call("AttachL3NetworkToVm", vmInstanceUuid=vm["uuid"],
+                   l3NetworkUuid=env.uuid("l3b"))
+
+    await call("SetVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=env.uuid("l3b"),
+               ip="10.1.0.60")
+    other = await create_vm(env, "vm2", l3NetworkUuids=[env.uuid("l3b")],
+                            systemTags=[f"staticIp::{env.uuid('l3b')}::10.1.0.70"])
+    with pytest.raises(ZError, match="already used"):
+        await call("SetVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=env.uuid("l3b"),
+                   ip="10.1.0.70")
+    with pytest.raises(ZError, match="in no IP range"):
+        await call("SetVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=env.uuid("l3b"),
+                   ip="10.1.0.5")
+    nic = (await call("QueryVmNic", q=[f"vmInstanceUuid={vm['uuid']}",
+                                       f"l3NetworkUuid={env.uuid('l3b')}"]))["inventories"][0]
+    assert nic["ip"] == "10.1.0.60" and [u["ip"] for u in nic["usedIps"]] == ["10.1.0.60"]
+
+    detached = (await call("DetachL3NetworkFromVm", vmNicUuid=nic["uuid"]))["inventory"]
+    assert [n["l3NetworkUuid"] for n in detached["vmNics"]] == [env.uuid("l3a")]
+    # Detaching the default network makes the next one the default.
+    detached = (await call("DetachL3NetworkFromVm",
+                           vmNicUuid=detached["vmNics"][0]["uuid"]))["inventory"]
+    assert detached["vmNics"] == [] and detached["defaultL3NetworkUuid"] is None
+    again = (await call("AttachL3NetworkToVm", vmInstanceUuid=vm["uuid"],
+                        l3NetworkUuid=env.uuid("l3a")))["inventory"]
+    assert again["defaultL3NetworkUuid"] == env.uuid("l3a")
+    assert [n["deviceId"] for n in again["vmNics"]] == [0]
+    await call("DestroyVmInstance", uuid=other["uuid"])
+    await call("ExpungeVmInstance", uuid=other["uuid"])
+    assert await nic_rows(env) == before
+
+
+async def test_an_l2_or_l3_network_in_use_by_vms_cannot_go(vm_cloud: Environment) -> None:
+    env = vm_cloud
+    call = env.client.call
+    vm = await create_vm(env, "vm1")
+    with pytest.raises(ZError) as refused:
+        await call("DetachL2NetworkFromCluster", l2NetworkUuid=env.uuid("l2b"),
+                   clusterUuid=env.uuid("cluster1"))
+    assert vm["uuid"] in refused.value.details
+    with pytest.raises(ZError) as refused:
+        await call("DeleteL3Network", uuid=env.uuid("l3b"))
+    assert vm["uuid"] in str(refused.value)
+
+    nic_b = vm["vmNics"][1]
+    await call("DetachL3NetworkFromVm", vmNicUuid=nic_b["uuid"])
+    await call("DetachL2NetworkFromCluster", l2NetworkUuid=env.uuid("l2b"),
+               clusterUuid=env.uuid("cluster1"))
+    await call("DeleteL3Network", uuid=env.uuid("l3b"))
+
+
+class RecordingBackend:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None, list[str]]] = []
+        self.fail = False
+
+    async def apply(self, node: Any, host: Any, nics: list[Any]) -> None:
+        self.calls.append(("apply", getattr(host, "uuid", None), [n.ip for n in nics]))
+        if self.fail:
+            raise ZError("SYS.1000", "backend failed", "injected backend failure")
+
+    async def release(self, node: Any, host: Any, nics: list[Any]) -> None:
+        self.calls.append(("release", getattr(host, "uuid", None), [n.ip for n in nics]))
+
+
+def _backend_plugin(backend: RecordingBackend) -> object:
+    class testnet:
+        @staticmethod
+        @hookimpl
+        async def zcore_node_starting(node: Any) -> None:
+            await register_network_service_provider(node, type="TestNet", name="test",
+                                                    service_types=["DHCP"])
+            register_network_service_backend(node, "TestNet", backend)
+
+    return testnet
+
+
+async def test_network_service_backends_are_called_and_can_fail_a_creation(
+        make_env: MakeEnv, vm_cloud_spec: dict[str, Any],
+        api_client: Callable[..., Awaitable[Any]]) -> None:
+    backend = RecordingBackend()
+    client = await api_client(("testnet", _backend_plugin(backend)))
+    env = await make_env(vm_cloud_spec, client=client)
+    providers = (await env.client.call("QueryNetworkServiceProvider",
+                                       q=["type=TestNet"]))["inventories"]
+    await env.client.call("AttachNetworkServiceToL3Network", l3NetworkUuid=env.uuid("l3a"),
+                          networkServices={providers[0]["uuid"]: ["DHCP"]})
+
+    vm = await create_vm(env, "vm1")
+    ip_a = vm["vmNics"][0]["ip"]
+    assert backend.calls == [("apply", vm["hostUuid"], [ip_a])]  # l3b has no TestNet
+    await env.client.call("StopVmInstance", uuid=vm["uuid"])
+    assert backend.calls[-1] == ("release", vm["hostUuid"], [ip_a])
+
+    before = await nic_rows(env)
+    backend.fail = True
+    with pytest.raises(ZError, match="injected backend failure"):
+        await create_vm(env, "vm2")
+    assert await nic_rows(env) == before
+
+
+async def test_the_ip_allocator_strategy_is_a_global_configuration(
+        vm_cloud: Environment) -> None:
+    env = vm_cloud
+    await env.client.call("UpdateGlobalConfig", category="l3", name="ipAllocatorStrategy",
+                          value="FirstAvailableIpAllocatorStrategy")
+    vms = [await create_vm(env, f"vm{i}") for i in range(3)]
+    assert [vm["vmNics"][0]["ip"] for vm in vms] == ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
+    with pytest.raises(ZError, match="NoSuchStrategy"):
+        await env.client.call("UpdateGlobalConfig", category="l3", name="ipAllocatorStrategy",
+                              value="NoSuchStrategy")

@@ -1,0 +1,142 @@
+"""Volumes on simulator storage: data volume APIs, primary storage choice and reservation,
+and the storage steps of the VM chains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from zcore.errors import ZError
+from zcore.testing.env import Environment
+from zplugins.storage.primary_models import PrimaryStorageVO
+from zplugins.storage.volume_models import VolumeVO
+from zplugins.storage.volume_ops import PS_ALLOCATION_FAILED, reserve_on_cluster
+
+GiB = 2**30
+
+
+async def available(env: Environment, ps_name: str = "ps1") -> int:
+    def read(session: Any) -> int:
+        row = session.get(PrimaryStorageVO, env.uuid(ps_name), populate_existing=True)
+        return int(row.availableCapacity)
+
+    return await env.node.db.run(read)
+
+
+async def test_a_data_volume_on_a_primary_storage_holds_its_size_until_expunged(
+        vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    before = await available(env)
+    volume = (await call("CreateDataVolume", name="d1", diskSize=5 * GiB,
+                         primaryStorageUuid=env.uuid("ps1")))["inventory"]
+    assert volume["status"] == "Ready" and volume["type"] == "Data"
+    assert volume["primaryStorageUuid"] == env.uuid("ps1") and volume["installPath"]
+    assert await available(env) == before - 5 * GiB
+
+    await call("DeleteDataVolume", uuid=volume["uuid"])
+    deleted = (await call("QueryVolume", q=[f"uuid={volume['uuid']}"]))["inventories"][0]
+    assert deleted["status"] == "Deleted"
+    assert await available(env) == before - 5 * GiB  # kept until expunged
+    recovered = (await call("RecoverDataVolume", uuid=volume["uuid"]))["inventory"]
+    assert recovered["status"] == "Ready"
+
+    with pytest.raises(ZError) as refused:
+        await call("ExpungeDataVolume", uuid=volume["uuid"])
+    assert refused.value.code == "VOLUME.1000" and "DeleteDataVolume" in refused.value.details
+    await call("DeleteDataVolume", uuid=volume["uuid"])
+    await call("ExpungeDataVolume", uuid=volume["uuid"])
+    assert (await call("QueryVolume", q=[f"uuid={volume['uuid']}"]))["inventories"] == []
+    assert await available(env) == before
+
+
+async def test_a_data_volume_without_storage_takes_no_capacity(vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    before = await available(env)
+    volume = (await call("CreateDataVolume", name="d2",
+                         diskOfferingUuid=env.uuid("disk10G")))["inventory"]
+    assert volume["status"] == "NotInstantiated" and volume["size"] == 10 * GiB
+    assert volume["primaryStorageUuid"] is None
+    assert await available(env) == before
+    await call("DeleteDataVolume", uuid=volume["uuid"])
+    assert (await call("QueryVolume", q=[f"uuid={volume['uuid']}"]))["inventories"] == []
+
+
+async def test_create_data_volume_wants_exactly_one_size(vm_cloud: Environment) -> None:
+    with pytest.raises(ZError, match="exactly one of diskOfferingUuid and diskSize"):
+        await vm_cloud.client.call("CreateDataVolume", name="d3")
+    assert (await vm_cloud.client.call("QueryVolume", q=["name=d3"]))["inventories"] == []
+
+
+async def test_a_volume_larger_than_the_storage_is_refused_and_nothing_is_left(
+        vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    before = await available(env)
+    with pytest.raises(ZError) as refused:
+        await call("CreateDataVolume", name="huge", diskSize=before + 1,
+                   primaryStorageUuid=env.uuid("ps1"))
+    assert refused.value.code == PS_ALLOCATION_FAILED
+    assert (await call("QueryVolume", q=["name=huge"]))["inventories"] == []
+    assert await available(env) == before
+
+
+async def test_reservation_picks_the_storage_with_most_space_and_refuses_when_none_fits(
+        vm_cloud: Environment) -> None:
+    env = vm_cloud
+    cluster = env.uuid("cluster1")
+    free = await available(env)
+
+    def reserve_twice(session: Any) -> list[str]:
+        return [reserve_on_cluster(session, cluster, free - GiB),
+                reserve_on_cluster(session, cluster, GiB)]
+
+    assert await env.node.db.run(reserve_twice) == [env.uuid("ps1"), env.uuid("ps1")]
+    assert await available(env) == 0
+
+    def one_more(session: Any) -> str:
+        return reserve_on_cluster(session, cluster, 1)
+
+    with pytest.raises(ZError) as refused:
+        await env.node.db.run(one_more)
+    assert refused.value.code == PS_ALLOCATION_FAILED and cluster in refused.value.details
+
+
+async def test_a_vm_gets_root_and_data_volumes_and_expunging_gives_the_space_back(
+        vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    before = await available(env)
+    vm = (await call("CreateVmInstance", name="vm1", instanceOfferingUuid=env.uuid("small"),
+                     imageUuid=env.uuid("image1"), l3NetworkUuids=[env.uuid("l3a")],
+                     dataDiskOfferingUuids=[env.uuid("disk10G")]))["inventory"]
+    volumes = vm["allVolumes"]
+    assert [v["type"] for v in volumes] == ["Root", "Data"]
+    assert [v["deviceId"] for v in volumes] == [0, 1]
+    assert {v["status"] for v in volumes} == {"Ready"}
+    assert vm["rootVolumeUuid"] == volumes[0]["uuid"]
+    used = sum(v["size"] for v in volumes)
+    assert await available(env) == before - used
+
+    extra = (await call("CreateDataVolume", name="extra", diskSize=GiB))["inventory"]
+    attached = (await call("AttachDataVolumeToVm", volumeUuid=extra["uuid"],
+                           vmInstanceUuid=vm["uuid"]))["inventory"]
+    assert attached["status"] == "Ready" and attached["deviceId"] == 2
+    assert await available(env) == before - used - GiB
+    await call("DetachDataVolumeFromVm", uuid=extra["uuid"])
+
+    await call("DestroyVmInstance", uuid=vm["uuid"])
+    root = (await call("QueryVolume", q=[f"uuid={volumes[0]['uuid']}"]))["inventories"][0]
+    assert root["status"] == "Deleted"
+    await call("ExpungeVmInstance", uuid=vm["uuid"])
+    assert (await call("QueryVolume", q=[f"uuid={volumes[0]['uuid']}"]))["inventories"] == []
+    data = (await call("QueryVolume", q=[f"uuid={volumes[1]['uuid']}"]))["inventories"][0]
+    assert data["vmInstanceUuid"] is None and data["lastVmInstanceUuid"] == vm["uuid"]
+    for uuid in (data["uuid"], extra["uuid"]):
+        await call("DeleteDataVolume", uuid=uuid)
+        await call("ExpungeDataVolume", uuid=uuid)
+    assert await available(env) == before
+
+    def count(session: Any) -> int:
+        return len(list(session.scalars(select(VolumeVO))))
+
+    assert await env.node.db.run(count) == 0

@@ -1,0 +1,398 @@
+"""The compute plugin's steps of the VM chains (``flows/vm-*.yaml``) and of ``host-connect``.
+
+Each step reads and writes ``VmInstanceVO`` rows directly; hypervisor calls go through
+:func:`~zplugins.compute.vm_service.on_host` (at most ``kvm.host.syncLevel`` per host). The
+API handlers (:mod:`zplugins.compute.vms`) set the transient and final states around a chain
+and restore the previous state when the chain fails; the steps set what the chain itself
+decides (``Running`` after a start, ``Destroyed``, ``Stopped`` after a recovery).
+
+``sync-vm-states`` runs in ``host-connect`` (inside the host's queue ``host-<uuid>``), so it
+never enters a VM queue or :func:`on_host`: it updates rows with conditional writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from zcore import FlowInsertion, FlowStep
+from zcore.db import delete_resource
+from zcore.errors import RESOURCE_NOT_FOUND, ZError
+from zcore.flow import FlowContext, Step
+from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo
+from zplugins.compute.models import HostVO, VmInstanceVO
+from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
+from zplugins.compute.vm_service import hypervisor_of, on_host
+
+if TYPE_CHECKING:
+    from zcore.api import ApiContext
+    from zcore.node import Node
+    from zplugins.compute.vm_contract import VmSpec
+
+__all__ = ["HOSTNAME_PATTERN", "flow_insertions", "flow_steps", "get_vm_row", "release_host",
+           "set_state"]
+
+log = logging.getLogger("zplugins.compute.vms")
+
+VM = "VmInstanceVO"
+HOSTNAME_PATTERN = "hostname::{hostname}"
+
+
+# --------------------------------------------------------------------------- database work
+
+
+def get_vm_row(session: Session, uuid: str) -> VmInstanceVO:
+    row = session.get(VmInstanceVO, uuid)
+    if row is None:
+        raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                     f"VmInstanceVO {uuid} does not exist (any more)")
+    return row
+
+
+def set_state(session: Session, uuid: str, state: str) -> None:
+    row = session.get(VmInstanceVO, uuid)
+    if row is not None:
+        row.state = state
+
+
+def _release_capacity(session: Session, vm_uuid: str) -> None:
+    # Used only while zplugins.compute.allocators provides no release_host of its own.
+    row = session.get(VmInstanceVO, vm_uuid)
+    if row is None or row.hostUuid is None:
+        return
+    session.execute(update(HostVO).where(HostVO.uuid == row.hostUuid).values(
+        availableCpuCapacity=HostVO.availableCpuCapacity + row.cpuNum,
+        availableMemoryCapacity=HostVO.availableMemoryCapacity + row.memorySize,
+    ).execution_options(synchronize_session=False))
+    row.lastHostUuid = row.hostUuid
+    row.hostUuid = None
+
+
+def release_host(session: Session, vm_uuid: str) -> None:
+    """Give the VM's host capacity back and clear ``hostUuid`` (keeping ``lastHostUuid``)."""
+    from zplugins.compute import allocators
+
+    release = getattr(allocators, "release_host", None) or _release_capacity
+    release(session, vm_uuid)
+
+
+def _host_of(session: Session, uuid: str | None) -> HostInfo | None:
+    if uuid is None:
+        return None
+    row = session.get(HostVO, uuid)
+    return HostInfo.of(row) if row is not None else None
+
+
+def _vm_and_host(session: Session, uuid: str) -> tuple[VmInstanceVO, HostInfo | None]:
+    row = get_vm_row(session, uuid)
+    return row, _host_of(session, row.hostUuid)
+
+
+def _vm_to(session: Session, node: Node, uuid: str, volumes: list[VolumeTO],
+           nics: list[NicTO]) -> VmTO:
+    row = get_vm_row(session, uuid)
+    if not volumes:
+        raise ZError("VM.1001", "VM has no root volume",
+                     f"VM '{row.name}' ({uuid}) has no volumes to start from")
+    names = node.tags.tokens(session, uuid, VM, HOSTNAME_PATTERN)
+    return VmTO(uuid=row.uuid, name=row.name, cpuNum=row.cpuNum, memorySize=row.memorySize,
+                rootVolume=volumes[0], dataVolumes=tuple(volumes[1:]),
+                nics=tuple(sorted(nics, key=lambda n: n.deviceId)), cpuSpeed=row.cpuSpeed,
+                platform=row.platform, architecture=row.architecture,
+                hostname=names[0]["hostname"] if names else None)
+
+
+# --------------------------------------------------------------------------- vm-create
+
+
+class PersistVm(Step):
+    """``persist-vm``: the VM row (state ``Created``) with the call's tags; provides
+    ``vm_uuid`` and an empty ``host_conditions``. Rolled back by deleting the row."""
+
+    requires = ("api", "vm")
+    provides = ("vm_uuid", "host_conditions")
+
+    async def run(self, ctx: FlowContext) -> None:
+        api: ApiContext = ctx["api"]
+        spec: VmSpec = ctx["vm"]
+
+        def insert(session: Session) -> str:
+            from zcore.db import add_resource
+
+            row = VmInstanceVO(uuid=spec.uuid, name=spec.name, description=spec.description,
+                               imageUuid=spec.imageUuid,
+                               instanceOfferingUuid=spec.instanceOfferingUuid,
+                               defaultL3NetworkUuid=spec.defaultL3NetworkUuid,
+                               type=spec.type, cpuNum=spec.cpuNum, cpuSpeed=spec.cpuSpeed,
+                               memorySize=spec.memorySize,
+                               allocatorStrategy=spec.allocatorStrategy, state="Created")
+            add_resource(session, row, VM, owner_account_uuid=spec.accountUuid)
+            session.flush()
+            api.add_tags(session, row.uuid, VM)
+            return row.uuid
+
+        ctx["vm_uuid"] = await api.run(insert)
+        ctx["host_conditions"] = []
+
+    async def rollback(self, ctx: FlowContext) -> None:
+        uuid = ctx.get("vm_uuid")
+        if uuid is None:
+            return
+
+        def remove(session: Session) -> None:
+            row = session.get(VmInstanceVO, uuid)
+            if row is not None:
+                delete_resource(session, row)
+
+        await ctx.services.db.run(remove)
+
+
+class StartOnHypervisor(Step):
+    """``start-on-hypervisor``: define and start the VM on ``host``; skipped for
+    ``CreateStopped``. Rolled back by destroying it there."""
+
+    requires = ("vm_uuid", "host", "volumes", "nics")
+
+    def skip(self, ctx: FlowContext) -> bool:
+        spec = ctx.get("vm")
+        return spec is not None and spec.strategy == CREATE_STOPPED
+
+    async def run(self, ctx: FlowContext) -> None:
+        node: Node = ctx.services
+        host: HostInfo = ctx["host"]
+        to = await node.db.run(_vm_to, node, ctx["vm_uuid"], list(ctx["volumes"]),
+                               list(ctx["nics"]))
+        driver = hypervisor_of(node, host.hypervisorType)
+        ctx["vm_started_on"] = host
+        await on_host(node, host.uuid, lambda: driver.start_vm(node, host, to))
+
+    async def rollback(self, ctx: FlowContext) -> None:
+        host: HostInfo | None = ctx.get("vm_started_on")
+        if host is None:
+            return
+        node: Node = ctx.services
+        driver = hypervisor_of(node, host.hypervisorType)
+        uuid = ctx["vm_uuid"]
+        await on_host(node, host.uuid, lambda: driver.destroy_vm(node, host, uuid))
+
+
+class PostInstantiate(Step):
+    """``post-instantiate``: the VM ``Running`` (``Stopped`` with its host capacity given
+    back for ``CreateStopped``); its root volume, platform and architecture recorded."""
+
+    requires = ("vm_uuid",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        node: Node = ctx.services
+        spec = ctx.get("vm")
+        stopped = spec is not None and spec.strategy == CREATE_STOPPED
+        volumes: list[VolumeTO] = list(ctx.get("volumes") or [])
+        image = ctx.get("image")
+
+        def finish(session: Session) -> None:
+            row = get_vm_row(session, ctx["vm_uuid"])
+            if volumes and row.rootVolumeUuid is None:
+                row.rootVolumeUuid = volumes[0].uuid
+            if image is not None:
+                row.platform = row.platform or getattr(image, "platform", None)
+                row.architecture = row.architecture or getattr(image, "architecture", None)
+                row.guestOsType = row.guestOsType or getattr(image, "guestOsType", None)
+            if stopped:
+                release_host(session, row.uuid)
+                row.state = "Stopped"
+            else:
+                row.state = "Running"
+                row.lastHostUuid = row.hostUuid
+
+        await node.db.run(finish)
+
+
+# --------------------------------------------------------------------------- vm-start / stop
+
+
+class PrepareVmStart(Step):
+    """``prepare-vm-start``: the VM ``Starting``; provides an empty ``host_conditions``."""
+
+    requires = ("vm_uuid",)
+    provides = ("host_conditions",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        await ctx.services.db.run(set_state, ctx["vm_uuid"], "Starting")
+        ctx["host_conditions"] = []
+
+
+class StopOnHypervisor(Step):
+    """``stop-on-hypervisor``: stop the VM on its host (``stop_type`` grace or cold).
+
+    A VM whose host is not ``Connected`` cannot be asked; a cold stop then goes on (the
+    host's VM state sync marks what it finds when it is back), a graceful one fails.
+    """
+
+    requires = ("vm_uuid", "stop_type")
+
+    async def run(self, ctx: FlowContext) -> None:
+        node: Node = ctx.services
+        row, host = await node.db.run(_vm_and_host, ctx["vm_uuid"])
+        if host is None:
+            return
+        if host.status != CONNECTED:
+            if ctx["stop_type"] == "cold":
+                return
+            raise ZError("VM.1002", "cannot stop VM",
+                         f"VM '{row.name}' ({row.uuid}) runs on {host}, which is "
+                         f"{host.status}; reconnect the host or stop with type=cold")
+        driver = hypervisor_of(node, host.hypervisorType)
+        uuid, kind = row.uuid, ctx["stop_type"]
+        await on_host(node, host.uuid, lambda: driver.stop_vm(node, host, uuid, type=kind))
+
+
+# --------------------------------------------------------------------------- destroy etc.
+
+
+class DestroyOnHypervisor(Step):
+    """``destroy-on-hypervisor``: power the VM off and undefine it on its host.
+
+    A VM that holds no host has nothing there. When its host is not ``Connected`` the
+    hypervisor call is left out (``ctx["vm_destroy_deferred"]`` names the host) and the
+    destruction completes from the user's view.
+    """
+
+    requires = ("vm_uuid",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        node: Node = ctx.services
+        row, host = await node.db.run(_vm_and_host, ctx["vm_uuid"])
+        if host is None:
+            return
+        if host.status != CONNECTED:
+            ctx["vm_destroy_deferred"] = host.uuid
+            log.warning("VM %s: its host %s is %s; it was not destroyed there", row.uuid,
+                        host, host.status)
+            return
+        driver = hypervisor_of(node, host.hypervisorType)
+        uuid = row.uuid
+        await on_host(node, host.uuid, lambda: driver.destroy_vm(node, host, uuid))
+
+
+class MarkVmDestroyed(Step):
+    """``mark-vm-destroyed``: the VM ``Destroyed``, holding no host."""
+
+    requires = ("vm_uuid",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        def mark(session: Session) -> None:
+            row = get_vm_row(session, ctx["vm_uuid"])
+            if row.hostUuid is not None:
+                release_host(session, row.uuid)
+            row.state = "Destroyed"
+
+        await ctx.services.db.run(mark)
+
+
+class MarkVmRecovered(Step):
+    """``mark-vm-recovered``: the destroyed VM ``Stopped`` again."""
+
+    requires = ("vm_uuid",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        await ctx.services.db.run(set_state, ctx["vm_uuid"], "Stopped")
+
+
+class ExpungeVm(Step):
+    """``expunge-vm``: the VM's row, its resource row and its tags deleted."""
+
+    requires = ("vm_uuid",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        def remove(session: Session) -> None:
+            row = session.get(VmInstanceVO, ctx["vm_uuid"])
+            if row is not None:
+                delete_resource(session, row)
+
+        await ctx.services.db.run(remove)
+
+
+# --------------------------------------------------------------------------- host-connect
+
+
+#: VM states a host's report may overwrite; transient states belong to a running operation.
+_SYNCED = ("Running", "Paused", "Unknown")
+
+
+def _apply_vm_states(session: Session, host_uuid: str, reported: dict[str, str]
+                     ) -> tuple[list[str], list[str]]:
+    """Make the VMs of ``host_uuid`` say what the host reported; (changed, unknown)."""
+    changed: list[str] = []
+    rows = session.scalars(select(VmInstanceVO).where(VmInstanceVO.hostUuid == host_uuid,
+                                                      VmInstanceVO.state.in_(_SYNCED)))
+    known = set()
+    for row in rows:
+        known.add(row.uuid)
+        state = reported.get(row.uuid, "Stopped")
+        if state not in ("Running", "Paused"):
+            state = "Stopped"
+        if state == row.state:
+            continue
+        changed.append(f"{row.uuid}: {row.state} -> {state}")
+        if state == "Stopped":
+            release_host(session, row.uuid)
+        row.state = state
+    others = [u for u in reported if u not in known]
+    if others:
+        held = set(session.scalars(select(VmInstanceVO.uuid).where(
+            VmInstanceVO.uuid.in_(others), VmInstanceVO.hostUuid == host_uuid)))
+        others = [u for u in others if u not in held]
+    return changed, others
+
+
+class SyncVmStates(Step):
+    """``sync-vm-states`` (host-connect, after connect-host): what the hypervisor reports
+    wins. A VM the node thinks runs there but the host does not is ``Stopped`` (capacity
+    back); a VM the node does not place there is reported in the log."""
+
+    requires = ("host",)
+
+    async def run(self, ctx: FlowContext) -> None:
+        node: Node = ctx.services
+        host: HostInfo = ctx["host"]
+        try:
+            driver = hypervisor_of(node, host.hypervisorType)
+            reported = await driver.vm_states(node, host)
+        except NotImplementedError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the host stays usable; states stay as they were
+            log.warning("%s: reading its VM states failed, they are left as they were: %s",
+                        host, exc)
+            return
+        changed, unknown = await node.db.run(_apply_vm_states, host.uuid, dict(reported))
+        for line in changed:
+            log.info("%s reports VM %s", host, line)
+        for uuid in unknown:
+            log.warning("%s runs VM %s (%s), which this cloud does not place on it", host,
+                        uuid, reported[uuid])
+
+
+# --------------------------------------------------------------------------- the hooks
+
+
+def flow_steps() -> Iterator[FlowStep]:
+    yield FlowStep("persist-vm", PersistVm())
+    yield FlowStep("start-on-hypervisor", StartOnHypervisor())
+    yield FlowStep("post-instantiate", PostInstantiate())
+    yield FlowStep("prepare-vm-start", PrepareVmStart())
+    yield FlowStep("stop-on-hypervisor", StopOnHypervisor())
+    yield FlowStep("destroy-on-hypervisor", DestroyOnHypervisor())
+    yield FlowStep("mark-vm-destroyed", MarkVmDestroyed())
+    yield FlowStep("mark-vm-recovered", MarkVmRecovered())
+    yield FlowStep("expunge-vm", ExpungeVm())
+    yield FlowStep("sync-vm-states", SyncVmStates())
+
+
+def flow_insertions() -> Iterator[FlowInsertion]:
+    yield FlowInsertion(HOST_CONNECT_CHAIN, "sync-vm-states", after="connect-host")
+
+

@@ -1,0 +1,259 @@
+"""IP allocator strategies: which free address of an L3 network a NIC gets.
+
+Strategies are drivers in the stevedore namespace ``zcore.ip_allocators`` (subclasses of
+:class:`IpAllocatorStrategy`): ``RandomIpAllocatorStrategy`` (the default) and
+``FirstAvailableIpAllocatorStrategy``. A strategy only *proposes* an address; it finds one
+with indexed queries over ``UsedIpVO`` (never by walking every address of a range in
+Python), and :func:`allocate_ip` claims it by inserting the ``UsedIpVO`` row in a
+savepoint. The unique (l3NetworkUuid, ipInLong) constraint makes that claim atomic: when a
+concurrent allocation took the address first, the insert fails, the address is excluded and
+the strategy asked again.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, ClassVar
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from zcore.errors import ZError
+from zcore.records import GlobalConfigOption
+from zplugins.network.models import IpRangeVO, L3NetworkVO, UsedIpVO
+
+if TYPE_CHECKING:
+    from zcore.node import Node
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "IP_ALLOCATION_ERROR",
+    "IP_ALLOCATORS",
+    "FirstAvailableIpAllocatorStrategy",
+    "IpAllocatorStrategy",
+    "RandomIpAllocatorStrategy",
+    "allocate_ip",
+    "check_static_ip",
+]
+
+#: The stevedore namespace of IP allocator strategies.
+IP_ALLOCATORS = "zcore.ip_allocators"
+DEFAULT_STRATEGY = "RandomIpAllocatorStrategy"
+#: No free IP, or a static IP that is taken or outside every range of the L3 network.
+IP_ALLOCATION_ERROR = "L3.1001"
+
+#: How many claims may lose a race before allocation gives up.
+_MAX_CLAIMS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """An IP range of an L3 network with its ends as integers."""
+
+    uuid: str
+    l3NetworkUuid: str
+    first: int
+    last: int
+    netmask: str
+    gateway: str
+
+    @classmethod
+    def of(cls, row: IpRangeVO) -> Range:
+        return cls(row.uuid, row.l3NetworkUuid, int(IPv4Address(row.startIp)),
+                   int(IPv4Address(row.endIp)), row.netmask, row.gateway)
+
+
+def ranges_of(session: Session, l3_uuid: str) -> list[Range]:
+    """The IPv4 ranges of an L3 network (a handful of rows), by start address."""
+    rows = session.scalars(select(IpRangeVO).where(IpRangeVO.l3NetworkUuid == l3_uuid,
+                                                   IpRangeVO.ipVersion == 4))
+    return sorted((Range.of(r) for r in rows), key=lambda r: r.first)
+
+
+def is_used(session: Session, l3_uuid: str, ip: int) -> bool:
+    return session.scalar(select(UsedIpVO.uuid).where(
+        UsedIpVO.l3NetworkUuid == l3_uuid, UsedIpVO.ipInLong == ip)) is not None
+
+
+def first_free(session: Session, rng: Range, start: int, exclude: frozenset[int]) -> int | None:
+    """The lowest free address of ``rng`` at or after ``start``: one gap-finding query.
+
+    ``exclude`` holds addresses whose claim just lost a race (already committed by another
+    transaction, so visible now, but excluded to be safe against snapshot isolation).
+    """
+    point = max(start, rng.first)
+    while point <= rng.last:
+        if point not in exclude and not is_used(session, rng.l3NetworkUuid, point):
+            return point
+        # The smallest used address u >= point in the range whose successor is not used.
+        nxt = aliased(UsedIpVO)
+        gap = session.scalar(select(func.min(UsedIpVO.ipInLong + 1)).where(
+            UsedIpVO.l3NetworkUuid == rng.l3NetworkUuid,
+            UsedIpVO.ipInLong >= point, UsedIpVO.ipInLong < rng.last,
+            ~exists().where(nxt.l3NetworkUuid == rng.l3NetworkUuid,
+                            nxt.ipInLong == UsedIpVO.ipInLong + 1)))
+        if gap is None:
+            return None
+        if gap not in exclude:
+            return int(gap)
+        point = int(gap) + 1
+    return None
+
+
+class IpAllocatorStrategy(ABC):
+    """Proposes a free address of an L3 network; the base of ``zcore.ip_allocators`` drivers.
+
+    :meth:`pick` runs in the allocating transaction and must find its answer with a few
+    indexed queries (see :func:`first_free`), whatever the size of the ranges.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def pick(self, session: Session, ranges: list[Range],
+             exclude: frozenset[int]) -> tuple[Range, int] | None:
+        """A free address (with its range) not in ``exclude``, or ``None`` if there is none."""
+
+
+class FirstAvailableIpAllocatorStrategy(IpAllocatorStrategy):
+    """The lowest free address of the first range that has one."""
+
+    name = "FirstAvailableIpAllocatorStrategy"
+
+    def pick(self, session: Session, ranges: list[Range],
+             exclude: frozenset[int]) -> tuple[Range, int] | None:
+        for rng in ranges:
+            ip = first_free(session, rng, rng.first, exclude)
+            if ip is not None:
+                return rng, ip
+        return None
+
+
+class RandomIpAllocatorStrategy(IpAllocatorStrategy):
+    """A random free address: a few random probes, then the first free one after a random
+    point (wrapping round), so a nearly full range costs a few queries too."""
+
+    name = "RandomIpAllocatorStrategy"
+    probes = 4
+
+    def pick(self, session: Session, ranges: list[Range],
+             exclude: frozenset[int]) -> tuple[Range, int] | None:
+        order = list(ranges)
+        random.shuffle(order)
+        for rng in order:
+            for _ in range(self.probes):
+                ip = random.randint(rng.first, rng.last)
+                if ip not in exclude and not is_used(session, rng.l3NetworkUuid, ip):
+                    return rng, ip
+            start = random.randint(rng.first, rng.last)
+            found = first_free(session, rng, start, exclude)
+            if found is None:
+                found = first_free(session, rng, rng.first, exclude)
+            if found is not None:
+                return rng, found
+        return None
+
+
+def _range_of(ranges: list[Range], ip: int) -> Range | None:
+    return next((r for r in ranges if r.first <= ip <= r.last), None)
+
+
+def check_static_ip(session: Session, l3_uuid: str, ip: str) -> Range:
+    """The range of L3 network ``l3_uuid`` holding ``ip``; ``L3.1001`` if it is outside
+    every range or already used, ``SYS.1007`` if it is not an IPv4 address."""
+    from zcore.errors import INVALID_ARGUMENT
+
+    try:
+        value = int(IPv4Address(ip.strip()))
+    except ValueError:
+        raise ZError(INVALID_ARGUMENT, "invalid static IP",
+                     f"static IP {ip!r} for L3 network {l3_uuid} is not an IPv4 address") from None
+    ranges = ranges_of(session, l3_uuid)
+    rng = _range_of(ranges, value)
+    if rng is None:
+        spans = ", ".join(f"{IPv4Address(r.first)}~{IPv4Address(r.last)}" for r in ranges)
+        raise ZError(IP_ALLOCATION_ERROR, "static IP outside the L3 network's ranges",
+                     f"static IP {ip} is in no IP range of L3 network {l3_uuid} "
+                     f"(ranges: {spans or 'none'}); choose an address inside one")
+    if is_used(session, l3_uuid, value):
+        raise ZError(IP_ALLOCATION_ERROR, "static IP already used",
+                     f"static IP {ip} of L3 network {l3_uuid} is already used; choose a free "
+                     "one (GetFreeIp lists them)")
+    return rng
+
+
+#: Global configuration ``l3.ipAllocatorStrategy``: the strategy used when none is asked.
+CONFIG_CATEGORY, CONFIG_NAME = "l3", "ipAllocatorStrategy"
+
+
+def global_configs() -> list[GlobalConfigOption]:
+    return [GlobalConfigOption(CONFIG_CATEGORY, CONFIG_NAME, str, DEFAULT_STRATEGY,
+                               description="How VM NICs get their IP: the name of a driver "
+                                           f"in {IP_ALLOCATORS}",
+                               driver_namespace=IP_ALLOCATORS)]
+
+
+def strategy_of(node: Node | None, name: str | None) -> IpAllocatorStrategy:
+    """An instance of the strategy ``name`` (default: the global configuration
+    ``l3.ipAllocatorStrategy``) from the node's drivers."""
+    if name is None and node is not None:
+        name = str(node.global_config.get(CONFIG_CATEGORY, CONFIG_NAME))
+    name = name or DEFAULT_STRATEGY
+    if node is None:
+        builtin: dict[str, type[IpAllocatorStrategy]] = {
+            c.name: c for c in (RandomIpAllocatorStrategy, FirstAvailableIpAllocatorStrategy)}
+        return builtin[name]()
+    cls = node.drivers.get(IP_ALLOCATORS, name)
+    return cls()  # type: ignore[no-any-return]
+
+
+def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
+                strategy: IpAllocatorStrategy, static_ip: str | None = None,
+                used_for: str = "Vm") -> UsedIpVO:
+    """Claim an address of L3 network ``l3_uuid`` (``static_ip`` if given) as a ``UsedIpVO``.
+
+    Runs in the caller's transaction; each claim is a savepoint, so a lost race only undoes
+    itself. ``L3.1001`` when the network has no free address or the static IP is refused.
+    """
+    if static_ip is not None:
+        rng = check_static_ip(session, l3_uuid, static_ip)
+        row = _claim(session, rng, int(IPv4Address(static_ip.strip())), vm_nic_uuid, used_for)
+        if row is None:
+            raise ZError(IP_ALLOCATION_ERROR, "static IP already used",
+                         f"static IP {static_ip} of L3 network {l3_uuid} was just taken by "
+                         "another allocation; choose another one")
+        return row
+    ranges = ranges_of(session, l3_uuid)
+    exclude: set[int] = set()
+    for _ in range(_MAX_CLAIMS):
+        found = strategy.pick(session, ranges, frozenset(exclude))
+        if found is None:
+            break
+        rng, ip = found
+        row = _claim(session, rng, ip, vm_nic_uuid, used_for)
+        if row is not None:
+            return row
+        exclude.add(ip)
+    l3 = session.get(L3NetworkVO, l3_uuid)
+    name = f"'{l3.name}' " if l3 is not None else ""
+    raise ZError(IP_ALLOCATION_ERROR, "no free IP",
+                 f"L3 network {name}({l3_uuid}) has no free IP address in its "
+                 f"{len(ranges)} IP range(s); add an IP range or release addresses")
+
+
+def _claim(session: Session, rng: Range, ip: int, vm_nic_uuid: str | None,
+           used_for: str) -> UsedIpVO | None:
+    row = UsedIpVO(ipRangeUuid=rng.uuid, l3NetworkUuid=rng.l3NetworkUuid,
+                   ip=str(IPv4Address(ip)), ipInLong=ip, ipVersion=4, gateway=rng.gateway,
+                   netmask=rng.netmask, usedFor=used_for, vmNicUuid=vm_nic_uuid)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None
+    return row
