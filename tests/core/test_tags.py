@@ -29,7 +29,7 @@ class Things:
 
     @hookimpl
     def zcore_system_tag_patterns(self) -> Any:
-        yield SystemTagPattern("hostname::{hostname}", "TagThingVO")
+        yield SystemTagPattern("label::{label}", "TagThingVO")
         yield SystemTagPattern("staticIp::{l3NetworkUuid}::{ip}", "TagThingVO")
 
 
@@ -48,14 +48,14 @@ async def test_system_tags_are_validated_stored_and_tokenised(make_node: MakeNod
     tags = node.tags
 
     def add(session: Session) -> None:
-        tags.add_system_tag(session, uuid, "TagThingVO", "hostname::web-1")
+        tags.add_system_tag(session, uuid, "TagThingVO", "label::web-1")
         tags.add_system_tag(session, uuid, "TagThingVO", "staticIp::" + "b" * 32 + "::10.0.0.9")
 
     await node.db.run(add)
-    assert await node.db.run(tags.system_tags, uuid) == ["hostname::web-1",
+    assert await node.db.run(tags.system_tags, uuid) == ["label::web-1",
                                                          "staticIp::" + "b" * 32 + "::10.0.0.9"]
-    assert await node.db.run(tags.tokens, uuid, "TagThingVO", "hostname::{hostname}") == \
-        [{"hostname": "web-1"}]
+    assert await node.db.run(tags.tokens, uuid, "TagThingVO", "label::{label}") == \
+        [{"label": "web-1"}]
     row = await node.db.run(lambda s: s.scalars(select(SystemTagVO)).first())
     assert (row.type, row.inherent, row.resourceType) == ("System", False, "TagThingVO")
 
@@ -64,7 +64,7 @@ async def test_a_bad_system_tag_leaves_nothing_behind(make_node: MakeNode) -> No
     node, uuid = await thing_node(make_node)
 
     def add(session: Session) -> None:
-        node.tags.add_system_tag(session, uuid, "TagThingVO", "hostname::ok")
+        node.tags.add_system_tag(session, uuid, "TagThingVO", "label::ok")
         node.tags.add_system_tag(session, uuid, "TagThingVO", "colour::blue")
 
     with pytest.raises(ZError) as caught:
@@ -93,7 +93,7 @@ async def test_user_tags_are_free_text_and_deletable(make_node: MakeNode) -> Non
 async def test_tags_go_with_their_resource(make_node: MakeNode) -> None:
     node, uuid = await thing_node(make_node)
     await node.db.run(node.tags.add_user_tag, uuid, "TagThingVO", "x")
-    await node.db.run(node.tags.add_system_tag, uuid, "TagThingVO", "hostname::h")
+    await node.db.run(node.tags.add_system_tag, uuid, "TagThingVO", "label::h")
 
     def remove(session: Session) -> None:
         session.delete(session.get(ResourceVO, uuid))
