@@ -28,6 +28,7 @@ from zcore.bus import InProcessBroker
 from zcore.config import Settings, load_settings
 from zcore.node import Node, create_node
 from zcore.plugins import PluginSet, build_plugin_manager
+from zcore.testing.db import DatabaseTemplate
 
 __all__ = [
     "fake_distribution",
@@ -78,11 +79,14 @@ def make_plugins(make_settings: Callable[..., Settings]) -> Callable[..., Plugin
 @pytest_asyncio.fixture
 async def make_node(
     make_settings: Callable[..., Settings], make_plugins: Callable[..., PluginSet],
-    database_url: str,
+    database_url: str, database_template: DatabaseTemplate,
 ) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
     """An async factory of started nodes sharing one broker and the test's database.
 
-    Every node is stopped at teardown. Tests using it run once per ``--db`` backend.
+    Every node is stopped at teardown. Tests using it run once per ``--db`` backend. The
+    first node on the test's database finds it a copy of a template migrated with its
+    plugins' migrations (see :mod:`zcore.testing.db`), unless the test is marked
+    ``no_db_template``.
     """
     broker = InProcessBroker(strict=True)
     nodes: list[Node] = []
@@ -95,6 +99,8 @@ async def make_node(
         plugin_set = make_plugins(*plugins, installed=installed, disable=disable,
                                   settings=settings)
         made = await create_node(settings, plugins=plugin_set, broker=broker)
+        if settings.database_url == database_url:
+            await database_template.apply(made.registry.records("db_migrations"))
         await made.start(serve=serve)
         nodes.append(made)
         return made
