@@ -16,13 +16,14 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep
 from zcore.db import delete_resource
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
+from zplugins.compute.allocators import release_host
 from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo
 from zplugins.compute.models import HostVO, VmInstanceVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from zcore.node import Node
     from zplugins.compute.vm_contract import VmSpec
 
-__all__ = ["HOSTNAME_PATTERN", "flow_insertions", "flow_steps", "get_vm_row", "release_host",
+__all__ = ["HOSTNAME_PATTERN", "flow_insertions", "flow_steps", "get_vm_row",
            "set_state"]
 
 log = logging.getLogger("zplugins.compute.vms")
@@ -57,27 +58,6 @@ def set_state(session: Session, uuid: str, state: str) -> None:
     row = session.get(VmInstanceVO, uuid)
     if row is not None:
         row.state = state
-
-
-def _release_capacity(session: Session, vm_uuid: str) -> None:
-    # Used only while zplugins.compute.allocators provides no release_host of its own.
-    row = session.get(VmInstanceVO, vm_uuid)
-    if row is None or row.hostUuid is None:
-        return
-    session.execute(update(HostVO).where(HostVO.uuid == row.hostUuid).values(
-        availableCpuCapacity=HostVO.availableCpuCapacity + row.cpuNum,
-        availableMemoryCapacity=HostVO.availableMemoryCapacity + row.memorySize,
-    ).execution_options(synchronize_session=False))
-    row.lastHostUuid = row.hostUuid
-    row.hostUuid = None
-
-
-def release_host(session: Session, vm_uuid: str) -> None:
-    """Give the VM's host capacity back and clear ``hostUuid`` (keeping ``lastHostUuid``)."""
-    from zplugins.compute import allocators
-
-    release = getattr(allocators, "release_host", None) or _release_capacity
-    release(session, vm_uuid)
 
 
 def _host_of(session: Session, uuid: str | None) -> HostInfo | None:
@@ -257,8 +237,8 @@ class DestroyOnHypervisor(Step):
     """``destroy-on-hypervisor``: power the VM off and undefine it on its host.
 
     A VM that holds no host has nothing there. When its host is not ``Connected`` the
-    hypervisor call is left out (``ctx["vm_destroy_deferred"]`` names the host) and the
-    destruction completes from the user's view.
+    hypervisor call is left out (logged) and the destruction completes from the user's
+    view; destroying it on the host once it is back is not done yet.
     """
 
     requires = ("vm_uuid",)
@@ -269,7 +249,6 @@ class DestroyOnHypervisor(Step):
         if host is None:
             return
         if host.status != CONNECTED:
-            ctx["vm_destroy_deferred"] = host.uuid
             log.warning("VM %s: its host %s is %s; it was not destroyed there", row.uuid,
                         host, host.status)
             return
