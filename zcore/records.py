@@ -60,9 +60,11 @@ class ResourceType:
     ``async delete(node, caller, uuid, mode)``, how the cascade deletes one resource of this
     type when its parent goes; without it the row (and its tags) is simply deleted.
     ``hidden`` names columns that no query may name, sort on or return (a password hash).
-    ``check_delete`` is ``async check_delete(node, caller, uuid)``: raise a
+    ``check_delete`` is ``async check_delete(node, caller, uuid, deleting)``: raise a
     :class:`~zcore.errors.ZError` saying why this resource may not go; the cascade asks it
-    of every dependant before a ``Permissive`` deletion touches anything.
+    of every dependant before a ``Permissive`` deletion touches anything. ``deleting`` is
+    the set of uuids the same deletion removes (the resource and all its dependants), so a
+    dependant whose owner goes with it can say yes (a VM's NIC when the VM goes too).
     """
 
     name: str

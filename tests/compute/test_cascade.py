@@ -125,7 +125,8 @@ class Gadgets:
     def zcore_db_migrations(self) -> Any:
         yield Migrations("ztestgadget", self.directory)
 
-    async def check_delete(self, node: Node, caller: Caller, uuid: str) -> None:
+    async def check_delete(self, node: Node, caller: Caller, uuid: str,
+                           deleting: frozenset[str]) -> None:
         if self.veto is not None:
             raise ZError("TEST.1001", "the gadget says no", f"gadget {uuid}: {self.veto}")
 

@@ -144,8 +144,8 @@ class _FailAfter(Step):
         raise RuntimeError("injected failure")
 
 
-def _failing_plugin(anchor: str) -> object:
-    class failer:  # inserts a failing step right after ``anchor`` in vm-create
+def failing_plugin(anchor: str, chain: str = "vm-create") -> object:
+    class failer:  # inserts a failing step right after ``anchor`` in ``chain``
         @staticmethod
         @hookimpl
         def zcore_flow_steps() -> Any:
@@ -154,7 +154,7 @@ def _failing_plugin(anchor: str) -> object:
         @staticmethod
         @hookimpl
         def zcore_flow_insertions() -> Any:
-            yield FlowInsertion("vm-create", "fail-after-anchor", after=anchor)
+            yield FlowInsertion(chain, "fail-after-anchor", after=anchor)
 
     return failer
 
@@ -171,7 +171,7 @@ def _vm_create_steps() -> list[str]:
 async def test_a_failure_after_any_step_of_vm_create_leaks_nothing(
         step: str, make_env: MakeEnv, vm_cloud_spec: dict[str, Any],
         api_client: Callable[..., Awaitable[Any]]) -> None:
-    client = await api_client(("failer", _failing_plugin(step)))
+    client = await api_client(("failer", failing_plugin(step)))
     env = await make_env(vm_cloud_spec, client=client)
     before, rows_before = await capacities(env), await row_counts(env)
 

@@ -46,12 +46,13 @@ ENFORCING = "Enforcing"
 async def zcore_delete_dependants(node: Node, caller: Caller, resource_type: str, uuid: str,
                                   dependants: list[tuple[str, str]], mode: str) -> bool:
     if mode != ENFORCING:
+        deleting = frozenset({uuid, *(dependant for _, dependant in dependants)})
         for kind, dependant in dependants:
             check = node.registry.resource_types[kind].record.check_delete
             if check is None:
                 continue
             try:
-                await check(node, caller, dependant)
+                await check(node, caller, dependant, deleting)
             except ZError as exc:
                 raise ZError(DELETE_FAILED, f"cannot delete {resource_type} {uuid}",
                              f"{kind} {dependant}, which belongs to it, may not be deleted: "

@@ -79,7 +79,11 @@ def zcore_db_migrations() -> Iterator[Migrations]:
 
 @hookimpl
 def zcore_cascade_edges() -> Iterator[CascadeEdge]:
+    from zplugins.compute.vms import vm_cascade_edges
+
     yield CascadeEdge("ClusterVO", "ZoneVO", field="zoneUuid")
+    # Dependants are deleted in the order of the edges: a cluster's VMs before its hosts.
+    yield from vm_cascade_edges()
     yield from PARTS.collect("cascade_edges")
 
 
@@ -133,6 +137,11 @@ def zcore_global_configs() -> Iterator[Any]:
 @hookimpl
 def zcore_system_tag_patterns() -> Iterator[Any]:
     yield from PARTS.collect("system_tag_patterns")
+
+
+@hookimpl
+def zcore_gc_job_kinds() -> Iterator[Any]:
+    yield from PARTS.collect("gc_job_kinds")
 
 
 @hookimpl

@@ -34,7 +34,7 @@ from zcore.db import utcnow
 from zcore.errors import NOT_READY, RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, FlowError, Step
 from zplugins.compute.hypervisor import HYPERVISORS, HostFacts, HypervisorDriver
-from zplugins.compute.models import ClusterVO, HostVO
+from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -52,6 +52,7 @@ __all__ = [
     "HostInfo",
     "HostService",
     "MarkHostConnected",
+    "host_event",
     "parse_size",
     "service",
 ]
@@ -174,6 +175,16 @@ def _record_facts(session: Session, uuid: str, facts: HostFacts, ratio: int,
     return HostInfo.of(_host(session, uuid))
 
 
+def host_event(host_uuid: str) -> str:
+    """The garbage collector's event for host ``host_uuid``: fired when it connects again and
+    when it is deleted (jobs waiting for it then finish or drop their work)."""
+    return f"host-connected:{host_uuid}"
+
+
+#: VM states that become ``Unknown`` when their host is ``Disconnected``: nobody can tell.
+_KNOWN_ONLY_BY_HOST = ("Running", "Paused")
+
+
 def _set_status(session: Session, uuid: str, status: str, only_if: str | None = None
                 ) -> HostInfo | None:
     statement = update(HostVO).where(HostVO.uuid == uuid).values(status=status)
@@ -182,6 +193,11 @@ def _set_status(session: Session, uuid: str, status: str, only_if: str | None = 
     result = session.execute(statement.execution_options(synchronize_session=False))
     if cast(CursorResult[Any], result).rowcount == 0:
         return None
+    if status == DISCONNECTED:
+        # Until the host answers again (sync-vm-states then says what they are).
+        session.execute(update(VmInstanceVO).where(
+            VmInstanceVO.hostUuid == uuid, VmInstanceVO.state.in_(_KNOWN_ONLY_BY_HOST)
+        ).values(state="Unknown").execution_options(synchronize_session=False))
     row = session.get(HostVO, uuid, populate_existing=True)
     return HostInfo.of(row) if row is not None else None
 
@@ -390,6 +406,9 @@ class HostService:
                          f"{cause.details or cause.description}", cause=cause) from exc
         self.failures.pop(uuid, None)
         info: HostInfo = flow["host"]
+        # Work left for the host while it was away (a VM destroyed meanwhile), in the
+        # background: it may need this host's queue, which the caller may hold.
+        self.node.spawn(self.node.gc.trigger(host_event(uuid)), name=f"gc-host-{uuid}")
         return info
 
     async def forget(self, host: HostInfo) -> None:

@@ -36,7 +36,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,10 +66,11 @@ from zplugins.compute.host_service import (
     HostInfo,
     HostService,
     MarkHostConnected,
+    host_event,
     parse_size,
     service,
 )
-from zplugins.compute.models import ClusterVO, HostVO
+from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -261,8 +262,21 @@ class AddHostMessage(APIMessage):
 
 def _delete_host_rows(session: Session, uuid: str) -> None:
     row = session.get(HostVO, uuid)
-    if row is not None:
-        delete_resource(session, row)
+    if row is None:
+        return
+    # Its VMs outlive it, Stopped and on no host: they can start on another host that
+    # reaches their storage, or be destroyed.
+    session.execute(update(VmInstanceVO).where(VmInstanceVO.hostUuid == uuid).values(
+        state="Stopped", hostUuid=None).execution_options(synchronize_session=False))
+    session.execute(update(VmInstanceVO).where(VmInstanceVO.lastHostUuid == uuid).values(
+        lastHostUuid=None).execution_options(synchronize_session=False))
+    delete_resource(session, row)
+
+
+async def _host_deleted(node: Node, host: HostInfo) -> None:
+    await service(node).forget(host)
+    # GC jobs waiting for the host see it gone and finish.
+    node.spawn(node.gc.trigger(host_event(host.uuid)), name=f"gc-host-{host.uuid}")
 
 
 async def _delete_host(node: Node, caller: Caller, uuid: str, mode: str) -> None:
@@ -270,11 +284,10 @@ async def _delete_host(node: Node, caller: Caller, uuid: str, mode: str) -> None
     row = await node.db.run(lambda s: s.get(HostVO, uuid))
     if row is None:
         return
-    hosts = service(node)
 
     async def delete() -> None:
         await node.db.run(_delete_host_rows, uuid)
-        await hosts.forget(HostInfo.of(row))
+        await _host_deleted(node, HostInfo.of(row))
 
     await node.queues.run(f"host-{uuid}", 1, delete)
 
@@ -396,14 +409,12 @@ class DeleteHost(APIMessage, method="DELETE", path="/hosts/{uuid}", resource_typ
     deleteMode = Param(str, default="Permissive", valid_values=DELETE_MODES)
 
     async def handle(self, ctx: ApiContext) -> dict[str, Any]:
-        hosts = service(ctx.node)
-
         async def delete() -> None:
             row = await ctx.run(lambda s: s.get(HostVO, self.uuid))
             if row is None:
                 return
             await ctx.delete(HOST, self.uuid, self.deleteMode, _delete_host_rows)
-            await hosts.forget(HostInfo.of(row))
+            await _host_deleted(ctx.node, HostInfo.of(row))
 
         await ctx.node.queues.run(f"host-{self.uuid}", 1, delete)
         return {}

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zcore import FlowInsertion, FlowStep
+from zcore import FlowInsertion, FlowStep, GcJobKind
 from zcore.db import delete_resource
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.allocators import release_host
-from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo
+from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo, host_event
 from zplugins.compute.models import HostVO, VmInstanceVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
 from zplugins.compute.vm_service import hypervisor_of, on_host
@@ -233,28 +233,76 @@ class StopOnHypervisor(Step):
 # --------------------------------------------------------------------------- destroy etc.
 
 
+#: The GC job kind that destroys a VM left on a host that was not connected when it was
+#: destroyed (event ``host-connected:<host uuid>``, fired when the host connects or is deleted).
+DESTROY_LEFT_VM = "compute.destroy-vm-on-host"
+
+
+async def destroy_left_vm(node: Node, context: dict[str, Any]) -> None:
+    """Run a :data:`DESTROY_LEFT_VM` job: destroy the VM on the host once it is back.
+
+    Done without a call when the host was deleted, or when the VM runs on that host again
+    (recovered and started there meanwhile); "not yet" while the host is not connected.
+    """
+    vm_uuid, host_uuid = str(context["vmUuid"]), str(context["hostUuid"])
+
+    def read(session: Session) -> tuple[HostInfo | None, bool]:
+        host = session.get(HostVO, host_uuid)
+        vm = session.get(VmInstanceVO, vm_uuid)
+        return (HostInfo.of(host) if host is not None else None,
+                vm is not None and vm.hostUuid == host_uuid)
+
+    host, placed = await node.db.run(read)
+    if host is None or placed:
+        return
+    if host.status != CONNECTED:
+        raise ZError("VM.1002", "host not connected",
+                     f"VM {vm_uuid} is still to be destroyed on {host}, which is "
+                     f"{host.status}")
+    driver = hypervisor_of(node, host.hypervisorType)
+    await on_host(node, host.uuid, lambda: driver.destroy_vm(node, host, vm_uuid))
+    log.info("VM %s, destroyed while %s was away, is now destroyed there too", vm_uuid, host)
+
+
 class DestroyOnHypervisor(Step):
     """``destroy-on-hypervisor``: power the VM off and undefine it on its host.
 
     A VM that holds no host has nothing there. When its host is not ``Connected`` the
-    hypervisor call is left out (logged) and the destruction completes from the user's
-    view; destroying it on the host once it is back is not done yet.
+    destruction completes from the user's view: a GC job (:data:`DESTROY_LEFT_VM`) destroys
+    it on the host when the host is back (or forgets it when the host is deleted); rolling
+    back deletes the job.
     """
 
     requires = ("vm_uuid",)
+    #: The uuid of the GC job submitted, when there is one.
+    provides = ("vm_destroy_gc_job",)
 
     async def run(self, ctx: FlowContext) -> None:
         node: Node = ctx.services
+        ctx["vm_destroy_gc_job"] = None
         row, host = await node.db.run(_vm_and_host, ctx["vm_uuid"])
         if host is None:
             return
         if host.status != CONNECTED:
-            log.warning("VM %s: its host %s is %s; it was not destroyed there", row.uuid,
-                        host, host.status)
+            uuid, host_uuid = row.uuid, host.uuid
+
+            def submit(session: Session) -> str:
+                return node.gc.submit(session, DESTROY_LEFT_VM, f"destroy-vm-{uuid}",
+                                      {"vmUuid": uuid, "hostUuid": host_uuid},
+                                      trigger=host_event(host_uuid))
+
+            ctx["vm_destroy_gc_job"] = await node.db.run(submit)
+            log.warning("VM %s: its host %s is %s; it will be destroyed there when the host "
+                        "is back", uuid, host, host.status)
             return
         driver = hypervisor_of(node, host.hypervisorType)
         uuid = row.uuid
         await on_host(node, host.uuid, lambda: driver.destroy_vm(node, host, uuid))
+
+    async def rollback(self, ctx: FlowContext) -> None:
+        job = ctx.get("vm_destroy_gc_job")
+        if job is not None:
+            await ctx.services.gc.delete_job(job)
 
 
 class MarkVmDestroyed(Step):
@@ -369,6 +417,11 @@ def flow_steps() -> Iterator[FlowStep]:
     yield FlowStep("mark-vm-recovered", MarkVmRecovered())
     yield FlowStep("expunge-vm", ExpungeVm())
     yield FlowStep("sync-vm-states", SyncVmStates())
+
+
+def gc_job_kinds() -> Iterator[GcJobKind]:
+    yield GcJobKind(DESTROY_LEFT_VM, destroy_left_vm,
+                    "destroy a VM on the host it was left on when that host was disconnected")
 
 
 def flow_insertions() -> Iterator[FlowInsertion]:

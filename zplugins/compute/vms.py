@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
-from zcore import ApiMessage, GlobalConfigOption, ResourceType, SystemTagPattern
-from zcore.api import NAME_REGEX, ApiContext, APIMessage, Param, QueryMessage
+from zcore import ApiMessage, CascadeEdge, GlobalConfigOption, ResourceType, SystemTagPattern
+from zcore.api import NAME_REGEX, ApiContext, APIMessage, Caller, Param, QueryMessage
 from zcore.db import ResourceVO, is_uuid, new_uuid, utcnow
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zplugins.compute.common import get_row, refuse_tag_uuids
@@ -480,29 +480,41 @@ class DestroyVmInstance(APIMessage, method="DELETE", path="/vm-instances/{uuid}"
     deleteMode = Param(str, default="Permissive", valid_values=("Permissive", "Enforcing"))
 
     async def handle(self, ctx: ApiContext) -> dict[str, Any]:
-        node = ctx.node
-        direct = node.global_config.get(CATEGORY, DELETION_POLICY) == "Direct"
-
-        async def work() -> None:
-            previous = await ctx.run(_begin, self.uuid, self.api_name, None)
-            if previous != "Destroyed":
-                await ctx.run(set_state, self.uuid, "Destroying")
-                try:
-                    await node.run_flow("vm-destroy", {"api": ctx, "vm_uuid": self.uuid})
-                except BaseException:
-                    await asyncio.shield(ctx.run(set_state, self.uuid, previous))
-                    raise
-                await ctx.run(set_state, self.uuid, "Destroyed")
-            if direct:
-                await ctx.run(set_state, self.uuid, "Expunging")
-                try:
-                    await _expunge(node, self.uuid, ctx)
-                except BaseException:
-                    await asyncio.shield(ctx.run(set_state, self.uuid, "Destroyed"))
-                    raise
-
-        await vm_queue(node, self.uuid, work)
+        direct = ctx.node.global_config.get(CATEGORY, DELETION_POLICY) == "Direct"
+        await destroy_vm(ctx.node, self.uuid, ctx, expunge=direct)
         return {}
+
+
+async def destroy_vm(node: Node, uuid: str, api: ApiContext | None, *, expunge: bool) -> None:
+    """Destroy VM ``uuid`` (chain ``vm-destroy``, unless it is ``Destroyed`` already), then
+    expunge it if ``expunge``; in the VM's queue. A failure restores the state it had."""
+    async def work() -> None:
+        previous = await node.db.run(_begin, uuid, "DestroyVmInstance", None)
+        if previous != "Destroyed":
+            await node.db.run(set_state, uuid, "Destroying")
+            data: dict[str, Any] = {"vm_uuid": uuid}
+            if api is not None:
+                data["api"] = api
+            try:
+                await node.run_flow("vm-destroy", data)
+            except BaseException:
+                await asyncio.shield(node.db.run(set_state, uuid, previous))
+                raise
+            await node.db.run(set_state, uuid, "Destroyed")
+        if expunge:
+            await node.db.run(set_state, uuid, "Expunging")
+            try:
+                await _expunge(node, uuid, api)
+            except BaseException:
+                await asyncio.shield(node.db.run(set_state, uuid, "Destroyed"))
+                raise
+
+    await vm_queue(node, uuid, work)
+
+
+async def _delete_vm(node: Node, caller: Caller, uuid: str, mode: str) -> None:
+    """How the cascade deletes a VM (its cluster or zone is deleted): destroyed and expunged."""
+    await destroy_vm(node, uuid, None, expunge=True)
 
 
 class RecoverVmInstance(_VmAction):
@@ -672,7 +684,16 @@ async def _expunge_loop(node: Node) -> None:
 def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(VM, model=VmInstanceVO,
                        inventory="org.zstack.header.vm.VmInstanceInventory",
-                       description="A virtual machine", to_inventory=vm_inventory)
+                       description="A virtual machine", to_inventory=vm_inventory,
+                       delete=_delete_vm)
+
+
+def vm_cascade_edges() -> Iterator[CascadeEdge]:
+    """Deleting a cluster or a zone destroys and expunges its VMs (deleting a host leaves its
+    VMs Stopped on no host: see hosts.py). The plugin declares these before the hosts' edge,
+    so that a cluster's VMs are destroyed on its hosts before the hosts go."""
+    yield CascadeEdge(VM, "ClusterVO", field="clusterUuid")
+    yield CascadeEdge(VM, "ZoneVO", field="zoneUuid")
 
 
 def api_messages() -> Iterator[ApiMessage]:

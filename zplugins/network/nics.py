@@ -357,13 +357,14 @@ class RefuseL2DetachWithVms(Step):
                          "on its L3 networks; detach those NICs or destroy the VMs first")
 
 
-async def _refuse_nic_delete(node: Node, caller: Any, uuid: str) -> None:
+async def _refuse_nic_delete(node: Node, caller: Any, uuid: str,
+                             deleting: frozenset[str]) -> None:
     def read(session: Session) -> tuple[str | None, str] | None:
         row = session.get(VmNicVO, uuid)
         return (row.vmInstanceUuid, row.l3NetworkUuid) if row is not None else None
 
     found = await node.db.run(read)
-    if found is not None:
+    if found is not None and found[0] not in deleting:  # its VM does not go with it
         raise ZError(OPERATION_ERROR, "L3 network in use by a VM",
                      f"VM {found[0]} has NIC {uuid} on L3 network {found[1]}; detach it with "
                      "DetachL3NetworkFromVm (or destroy and expunge the VM) first")

@@ -21,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from zcore import ApiMessage, GlobalConfigOption, InventoryExtension, Migrations, ResourceType
+from zcore import (
+    ApiMessage,
+    CascadeEdge,
+    GlobalConfigOption,
+    InventoryExtension,
+    Migrations,
+    ResourceType,
+)
 from zcore.api import ApiContext, APIMessage, Inventory, Param, QueryMessage
 from zcore.db import add_resource, utcnow
-from zcore.errors import INVALID_ARGUMENT, ZError
+from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zplugins.compute.public import (
     check_vm_state,
     get_host,
@@ -440,10 +447,33 @@ APIS: tuple[type[APIMessage], ...] = (QueryVolume, CreateDataVolume, AttachDataV
 # --------------------------------------------------------------------------- hooks
 
 
+async def _refuse_volume_delete(node: Node, caller: Any, uuid: str,
+                                deleting: frozenset[str]) -> None:
+    def read(session: Session) -> tuple[str, str | None] | None:
+        row = session.get(VolumeVO, uuid)
+        return (row.name, row.vmInstanceUuid) if row is not None else None
+
+    found = await node.db.run(read)
+    if found is not None and found[1] is not None and found[1] not in deleting:
+        raise ZError(OPERATION_ERROR, "volume in use by a VM",
+                     f"volume '{found[0]}' ({uuid}) is attached to VM {found[1]}; detach it "
+                     "(or destroy and expunge the VM) first")
+
+
+async def _delete_volume(node: Node, caller: Any, uuid: str, mode: str) -> None:
+    """How the cascade deletes a volume (its primary storage goes): bits and rows."""
+    await expunge_volume(node, uuid)
+
+
 def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(VOLUME, model=VolumeVO, inventory=VOLUME_INVENTORY,
                        description="A root or data volume of a VM",
-                       to_inventory=volume_inventory)
+                       to_inventory=volume_inventory, check_delete=_refuse_volume_delete,
+                       delete=_delete_volume)
+
+
+def cascade_edges() -> Iterator[CascadeEdge]:
+    yield CascadeEdge(VOLUME, "PrimaryStorageVO", field="primaryStorageUuid")
 
 
 def inventory_extensions() -> Iterator[InventoryExtension]:
