@@ -205,3 +205,22 @@ async def test_the_ip_allocator_strategy_is_a_global_configuration(
     with pytest.raises(ZError, match="NoSuchStrategy"):
         await env.client.call("UpdateGlobalConfig", category="l3", name="ipAllocatorStrategy",
                               value="NoSuchStrategy")
+
+
+async def test_a_static_ip_is_kept_as_a_tag_until_deleted(vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    vm = await create_vm(env, "vm1", l3NetworkUuids=[env.uuid("l3a")])
+    l3 = env.uuid("l3a")
+
+    async def static_tags() -> list[str]:
+        reply = await call("QuerySystemTag", q=[f"resourceUuid={vm['uuid']}"])
+        return sorted(t["tag"] for t in reply["inventories"] if t["tag"].startswith("staticIp"))
+
+    await call("SetVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=l3, ip="10.0.0.60")
+    await call("SetVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=l3, ip="10.0.0.61")
+    assert await static_tags() == [f"staticIp::{l3}::10.0.0.61"]
+
+    await call("DeleteVmStaticIp", vmInstanceUuid=vm["uuid"], l3NetworkUuid=l3)
+    assert await static_tags() == []
+    nic = (await call("QueryVmNic", q=[f"vmInstanceUuid={vm['uuid']}"]))["inventories"][0]
+    assert nic["ip"] == "10.0.0.61"  # the address stays; it is just not static any more

@@ -3,16 +3,19 @@ and the storage steps of the VM chains."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from zcore.db import utcnow
 from zcore.errors import ZError
 from zcore.testing.env import Environment
 from zplugins.storage.primary_models import PrimaryStorageVO
 from zplugins.storage.volume_models import VolumeVO
 from zplugins.storage.volume_ops import PS_ALLOCATION_FAILED, reserve_on_cluster
+from zplugins.storage.volumes import expunge_old_volumes
 
 GiB = 2**30
 
@@ -140,3 +143,46 @@ async def test_a_vm_gets_root_and_data_volumes_and_expunging_gives_the_space_bac
         return len(list(session.scalars(select(VolumeVO))))
 
     assert await env.node.db.run(count) == 0
+
+
+async def test_the_expunge_task_expunges_only_data_volumes_deleted_long_ago(
+        vm_cloud: Environment) -> None:
+    call = vm_cloud.client.call
+    old, young, kept = [(await call("CreateDataVolume", name=name,
+                                    diskOfferingUuid=vm_cloud.uuid("disk10G"),
+                                    primaryStorageUuid=vm_cloud.uuid("ps1")))["inventory"]
+                        for name in ("old", "young", "kept")]
+    for volume in (old, young):
+        await call("DeleteDataVolume", uuid=volume["uuid"])
+
+    def backdate(session: Any) -> None:
+        session.execute(update(VolumeVO).where(VolumeVO.uuid.in_([old["uuid"], kept["uuid"]]))
+                        .values(lastOpDate=utcnow() - timedelta(days=2)))
+
+    await vm_cloud.node.db.run(backdate)
+    assert await expunge_old_volumes(vm_cloud.node) == [old["uuid"]]
+    left = (await call("QueryVolume", q=["type=Data"]))["inventories"]
+    assert sorted((v["name"], v["status"]) for v in left) == [("kept", "Ready"),
+                                                               ("young", "Deleted")]
+
+    await vm_cloud.node.global_config.update("volume", "deletionPolicy", "Never")
+    await vm_cloud.node.db.run(backdate)
+    assert await expunge_old_volumes(vm_cloud.node) == []
+
+
+async def test_a_primary_storage_holding_volumes_of_the_clusters_vms_stays_attached(
+        vm_cloud: Environment) -> None:
+    call = vm_cloud.client.call
+    vm = (await call("CreateVmInstance", name="vm1", imageUuid=vm_cloud.uuid("image1"),
+                     instanceOfferingUuid=vm_cloud.uuid("small"),
+                     l3NetworkUuids=[vm_cloud.uuid("l3a")]))["inventory"]
+    with pytest.raises(ZError, match=f"holds volumes of VMs.*{vm['uuid']}"):
+        await call("DetachPrimaryStorageFromCluster", primaryStorageUuid=vm_cloud.uuid("ps1"),
+                   clusterUuid=vm_cloud.uuid("cluster1"))
+    ps = (await call("QueryPrimaryStorage", q=[f"uuid={vm_cloud.uuid('ps1')}"]))["inventories"]
+    assert ps[0]["attachedClusterUuids"] == [vm_cloud.uuid("cluster1")]
+
+    await call("DestroyVmInstance", uuid=vm["uuid"])
+    await call("ExpungeVmInstance", uuid=vm["uuid"])
+    await call("DetachPrimaryStorageFromCluster", primaryStorageUuid=vm_cloud.uuid("ps1"),
+               clusterUuid=vm_cloud.uuid("cluster1"))

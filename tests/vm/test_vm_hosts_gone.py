@@ -173,3 +173,28 @@ async def test_deleting_a_zone_with_vms_leaves_no_row_behind(vm_cloud: Environme
                                       "ClusterVO", "L3NetworkVO", "PrimaryStorageVO")]
 
     assert await env.node.db.run(orphans) == []
+
+
+async def test_volume_bits_left_on_unreachable_storage_are_deleted_by_the_gc(
+        vm_cloud: Environment) -> None:
+    env, call = vm_cloud, vm_cloud.client.call
+    volume = (await call("CreateDataVolume", name="data", diskOfferingUuid=env.uuid("disk10G"),
+                         primaryStorageUuid=env.uuid("ps1")))["inventory"]
+    assert volume["status"] == "Ready" and volume["installPath"]
+    await call("DeleteDataVolume", uuid=volume["uuid"])
+    SIMULATOR.fail("/simulator/primarystorage/delete", "storage network down")
+    try:
+        await call("ExpungeDataVolume", uuid=volume["uuid"])  # done from the user's view
+    finally:
+        SIMULATOR.heal()
+    assert (await call("QueryVolume", q=[f"uuid={volume['uuid']}"]))["inventories"] == []
+    [job] = await gc_jobs(env)
+    assert job["status"] == "Idle" and job["type"] == "TimeBased"
+    assert volume["installPath"] in job["context"]
+
+    await call("TriggerGCJob", uuid=job["uuid"])
+
+    assert [j["status"] for j in await gc_jobs(env)] == ["Done"]
+    deleted = [b["path"] for h in ("host1", "host2") for path, b in
+               SIMULATOR.host(env.uuid(h)).calls if path == "/simulator/primarystorage/delete"]
+    assert deleted.count(volume["installPath"]) == 2  # the failed try, then the GC's

@@ -50,6 +50,7 @@ from zplugins.compute.host_service import (
     HOST_CONNECT_FAILED,
     HOST_OPERATION_FAILED,
     HostInfo,
+    host_event,
     service,
 )
 from zplugins.compute.hosts import AddHostMessage
@@ -94,6 +95,7 @@ __all__ = [
     "get_host",
     "get_vm",
     "host_call",
+    "host_event",
     "hypervisor_of",
     "on_host",
     "vm_queue",

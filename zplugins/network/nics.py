@@ -16,14 +16,14 @@ from a cluster while VMs on its hosts have NICs on that network's L3 networks.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from zcore import ApiMessage, CascadeEdge, FlowInsertion, FlowStep, QueryExpansion, ResourceType
 from zcore.api import ApiContext, APIMessage, Inventory, Param, QueryMessage
-from zcore.db import Base
+from zcore.db import Base, SystemTagVO
 from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zcore.flow import FlowContext, Step
 from zcore.records import DriverNamespace, InventoryExtension, SystemTagPattern
@@ -308,6 +308,10 @@ class SetVmStaticIp(APIMessage, method="PUT", path="/vm-instances/{vmInstanceUui
                     raise ZError(OPERATION_ERROR, "VM not on the L3 network",
                                  f"VM {vm_uuid} has no NIC on L3 network {l3_uuid}; attach "
                                  "it with AttachL3NetworkToVm")
+                _drop_static_ip_tags(session, vm_uuid, l3_uuid)
+                node.tags.add_system_tag(session, vm_uuid, VM,
+                                         STATIC_IP_PATTERN.format(l3NetworkUuid=l3_uuid,
+                                                                  staticIp=ip))
                 if nic.ip == ip:
                     return
                 check_static_ip(session, l3_uuid, ip)
@@ -324,8 +328,39 @@ class SetVmStaticIp(APIMessage, method="PUT", path="/vm-instances/{vmInstanceUui
         return {}
 
 
+def _drop_static_ip_tags(session: Session, vm_uuid: str, l3_uuid: str) -> int:
+    """Delete the VM's ``staticIp::`` tags for ``l3_uuid``; how many there were."""
+    prefix = STATIC_IP_PATTERN.format(l3NetworkUuid=l3_uuid, staticIp="")
+    result = session.execute(delete(SystemTagVO).where(
+        SystemTagVO.resourceUuid == vm_uuid, SystemTagVO.tag.startswith(prefix, autoescape=True)))
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+class DeleteVmStaticIp(APIMessage, method="DELETE",
+                       path="/vm-instances/{vmInstanceUuid}/static-ips", resource_type=VM,
+                       result={}):
+    """Make the VM's address on ``l3NetworkUuid`` no longer static (its ``staticIp::`` tag
+    goes). The NIC keeps the address it has; it is not reserved for it any more when the NIC
+    is created again."""
+
+    vmInstanceUuid = Param(str, required=True, resource_type=VM)
+    l3NetworkUuid = Param(str, required=True, resource_type="L3NetworkVO")
+    staticIp = Param(str)
+    deleteMode = Param(str, default="Permissive", valid_values=("Permissive", "Enforcing"))
+
+    async def handle(self, ctx: ApiContext) -> dict[str, Any]:
+        vm_uuid, l3_uuid = self.vmInstanceUuid, self.l3NetworkUuid
+
+        async def work() -> None:
+            await ctx.run(_drop_static_ip_tags, vm_uuid, l3_uuid)
+
+        await vm_queue(ctx.node, vm_uuid, work)
+        return {}
+
+
 APIS: tuple[type[APIMessage], ...] = (
-    QueryVmNic, QueryIpAddress, AttachL3NetworkToVm, DetachL3NetworkFromVm, SetVmStaticIp)
+    QueryVmNic, QueryIpAddress, AttachL3NetworkToVm, DetachL3NetworkFromVm, SetVmStaticIp,
+    DeleteVmStaticIp)
 
 
 # --------------------------------------------------------------------------- refusals

@@ -84,6 +84,15 @@ def zcore_api_messages() -> Iterator[Any]:
 
 
 @hookimpl
+def zcore_gc_job_kinds() -> Iterator[Any]:
+    from zcore import GcJobKind
+    from zplugins.storage.volume_ops import DELETE_BITS, delete_left_bits
+
+    yield GcJobKind(DELETE_BITS, delete_left_bits,
+                    "delete the files a volume left on primary storage that was unreachable")
+
+
+@hookimpl
 async def zcore_node_starting(node: Node) -> None:
     await PARTS.notify("node_starting", node)
 

@@ -162,26 +162,80 @@ def bits_of(session: Session, uuid: str, host_uuid: str | None = None) -> Bits |
     return Bits(ps_info(session, row.primaryStorageUuid), tuple(paths), host_uuid)
 
 
-async def delete_bits(node: Node, bits: Bits | None, *, tolerate: bool = True) -> None:
-    """Delete the bits on their storage; failures are logged when ``tolerate``."""
+async def delete_bits(node: Node, bits: Bits | None) -> tuple[str, ...]:
+    """Delete the bits on their storage; the paths that could not be deleted (logged).
+
+    Bits on a host's own disk (``host_uuid``) are deleted through that host only: while it
+    is not connected, none are tried.
+    """
     if bits is None:
-        return
+        return ()
     from zplugins.compute.public import get_host
 
     host: HostInfo | None = None
     if bits.host_uuid is not None:
         host = await get_host(node, bits.host_uuid)
-        if host is not None and host.status != "Connected":
+        if host is None or host.status != "Connected":
+            if bits.ps.type in HOST_LOCAL_TYPES:
+                return bits.paths
             host = None
     driver = ps_driver(node, bits.ps)
+    left: list[str] = []
     for path in bits.paths:
         try:
             await driver.delete_volume(node, bits.ps, host, path)
-        except Exception:
-            if not tolerate:
-                raise
-            log.warning("deleting %s on primary storage %s (%s) failed; the file stays",
-                        path, bits.ps.name, bits.ps.uuid, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the GC tries again
+            left.append(path)
+            log.warning("deleting %s on primary storage %s (%s) failed; it will be tried "
+                        "again: %s", path, bits.ps.name, bits.ps.uuid, exc)
+    return tuple(left)
+
+
+#: The GC job kind that deletes bits a volume left on storage that could not be reached.
+DELETE_BITS = "storage.delete-volume-bits"
+#: Seconds between two tries of such a job on shared storage (bits on a host's own disk are
+#: tried again when the host connects).
+DELETE_BITS_INTERVAL = 300.0
+#: Primary storage types whose bits live on one host's own disk.
+HOST_LOCAL_TYPES = ("LocalStorage",)
+
+
+def leave_bits(session: Session, node: Node, volume_uuid: str, bits: Bits | None,
+               paths: Sequence[str]) -> None:
+    """In the transaction that forgets a volume: a GC job for the ``paths`` left behind."""
+    if bits is None or not paths:
+        return
+    from zplugins.compute.public import host_event
+
+    local = bits.ps.type in HOST_LOCAL_TYPES and bits.host_uuid is not None
+    node.gc.submit(session, DELETE_BITS, f"delete-volume-{volume_uuid}",
+                   {"primaryStorageUuid": bits.ps.uuid, "paths": list(paths),
+                    "hostUuid": bits.host_uuid},
+                   trigger=host_event(bits.host_uuid) if local and bits.host_uuid else None,
+                   interval=None if local else DELETE_BITS_INTERVAL)
+
+
+async def delete_left_bits(node: Node, context: dict[str, Any]) -> None:
+    """Run a :data:`DELETE_BITS` job: done when every path is deleted, or the storage (or,
+    for bits on a host's own disk, the host) is gone."""
+    def read(session: Session) -> PrimaryStorageInfo | None:
+        row = session.get(PrimaryStorageVO, context["primaryStorageUuid"])
+        return PrimaryStorageInfo.of(row) if row is not None else None
+
+    ps = await node.db.run(read)
+    if ps is None:
+        return
+    host_uuid = context.get("hostUuid")
+    if ps.type in HOST_LOCAL_TYPES and host_uuid is not None:
+        from zplugins.compute.public import get_host
+
+        if await get_host(node, host_uuid) is None:
+            return
+    left = await delete_bits(node, Bits(ps, tuple(context["paths"]), host_uuid))
+    if left:
+        raise ZError("VOLUME.1001", "volume bits not deleted",
+                     f"{len(left)} path(s) on primary storage {ps.name} ({ps.uuid}) are still "
+                     f"there: {', '.join(left)}")
 
 
 def deletion_policy(node: Node, category: str) -> str:

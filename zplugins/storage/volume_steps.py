@@ -20,9 +20,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zcore import FlowStep
+from zcore import FlowInsertion, FlowStep
 from zcore.db import add_resource, delete_resource, utcnow
-from zcore.errors import INVALID_ARGUMENT, ZError
+from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.storage.backup import BackupStorageVO, BackupStorageZoneRefVO
 from zplugins.storage.image_models import ImageBackupStorageRefVO, ImageVO
@@ -37,6 +37,7 @@ from zplugins.storage.volume_ops import (
     bits_of,
     delete_bits,
     forget_volume,
+    leave_bits,
     log,
     ps_driver,
     ps_info,
@@ -421,11 +422,44 @@ class ExpungeVmVolumes(Step):
     async def run(self, ctx: FlowContext) -> None:
         node = _node(ctx)
         root, bits = await node.db.run(_root_of, ctx["vm_uuid"])
-        await delete_bits(node, bits)
-        await node.db.run(forget_vm_volumes, ctx["vm_uuid"], root)
+        left = await delete_bits(node, bits)
+
+        def forget(session: Session) -> None:
+            forget_vm_volumes(session, ctx["vm_uuid"], root)
+            if root is not None:
+                leave_bits(session, node, root, bits, left)
+
+        await node.db.run(forget)
+
+
+def _volumes_in_use(session: Session, ps_uuid: str, cluster_uuid: str) -> list[str]:
+    vms = table("VmInstanceVO")
+    rows = session.execute(select(VolumeVO.uuid, vms.c.uuid, vms.c.name).join(
+        vms, vms.c.uuid == VolumeVO.vmInstanceUuid).where(
+        VolumeVO.primaryStorageUuid == ps_uuid, vms.c.clusterUuid == cluster_uuid).limit(11))
+    return [f"volume {volume} of VM '{name}' ({vm})" for volume, vm, name in rows]
+
+
+class RefuseDetachWithVolumes(Step):
+    """``refuse-detach-with-volumes`` (primary-storage-detach): a primary storage that holds
+    volumes of the cluster's VMs stays attached; destroy and expunge them, or detach the
+    data volumes, first."""
+
+    requires = ("primary_storage_uuid", "cluster_uuid")
+
+    async def run(self, ctx: FlowContext) -> None:
+        ps_uuid, cluster_uuid = ctx["primary_storage_uuid"], ctx["cluster_uuid"]
+        used = await _node(ctx).db.run(_volumes_in_use, ps_uuid, cluster_uuid)
+        if used:
+            shown = "; ".join(used[:10]) + (" and more" if len(used) > 10 else "")
+            raise ZError(OPERATION_ERROR, "primary storage in use",
+                         f"primary storage {ps_uuid} holds volumes of VMs in cluster "
+                         f"{cluster_uuid}: {shown}; destroy and expunge those VMs (or detach "
+                         "their data volumes) first")
 
 
 def flow_steps() -> Iterator[FlowStep]:
+    yield FlowStep("refuse-detach-with-volumes", RefuseDetachWithVolumes())
     yield FlowStep("select-backup-storage", SelectBackupStorage())
     yield FlowStep("plan-volumes", PlanVolumes())
     yield FlowStep("allocate-primary-storage", AllocatePrimaryStorage())
@@ -435,3 +469,8 @@ def flow_steps() -> Iterator[FlowStep]:
     yield FlowStep("destroy-vm-volumes", DestroyVmVolumes())
     yield FlowStep("recover-vm-volumes", RecoverVmVolumes())
     yield FlowStep("expunge-vm-volumes", ExpungeVmVolumes())
+
+
+def flow_insertions() -> Iterator[FlowInsertion]:
+    yield FlowInsertion("primary-storage-detach", "refuse-detach-with-volumes",
+                        before="release-primary-storage-on-cluster-hosts")

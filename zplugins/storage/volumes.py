@@ -14,7 +14,10 @@ until RecoverDataVolume or ExpungeDataVolume. Operations that touch a VM run in 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +56,7 @@ from zplugins.storage.volume_ops import (
     deletion_policy,
     forget_volume,
     get_volume,
+    leave_bits,
     ps_driver,
     ps_info,
     reserve_on_cluster,
@@ -66,7 +70,11 @@ if TYPE_CHECKING:
 _HERE = Path(__file__).resolve().parent
 VOLUME_INVENTORY = "org.zstack.header.volume.VolumeInventory"
 INVENTORY = {"inventory": "VolumeInventory"}
+log = logging.getLogger("zplugins.storage.volumes")
+
 CATEGORY = "volume"
+EXPUNGE_PERIOD = "expungePeriod"
+EXPUNGE_INTERVAL = "expungeInterval"
 DELETION_POLICIES = ("Direct", "Delay", "Never")
 DELETE_MODES = ("Permissive", "Enforcing")
 MAX_LONG = 2**63 - 1
@@ -188,8 +196,13 @@ def _reserve_on_cluster(cluster_uuid: str) -> Any:
 async def expunge_volume(node: Node, uuid: str, host_uuid: str | None = None) -> None:
     """Delete a volume's bits (and its snapshots'), give its capacity back, drop its rows."""
     bits = await node.db.run(bits_of, uuid, host_uuid)
-    await delete_bits(node, bits)
-    await node.db.run(forget_volume, uuid)
+    left = await delete_bits(node, bits)
+
+    def forget(session: Session) -> None:
+        forget_volume(session, uuid)
+        leave_bits(session, node, uuid, bits, left)
+
+    await node.db.run(forget)
 
 
 # --------------------------------------------------------------------------- APIs
@@ -402,7 +415,8 @@ class DeleteDataVolume(APIMessage, method="DELETE", path="/volumes/{uuid}",
             return {}
 
         def mark(session: Session) -> None:
-            get_volume(session, self.uuid).status = "Deleted"
+            row = get_volume(session, self.uuid)
+            row.status, row.lastOpDate = "Deleted", utcnow()
 
         await ctx.run(mark)
         return {}
@@ -484,8 +498,58 @@ def inventory_extensions() -> Iterator[InventoryExtension]:
 def global_configs() -> Iterator[GlobalConfigOption]:
     yield GlobalConfigOption(
         CATEGORY, "deletionPolicy", str, "Delay",
-        "What DeleteDataVolume does: Direct expunges at once; Delay and Never mark the volume "
-        "Deleted, recoverable until ExpungeDataVolume", choices=DELETION_POLICIES)
+        "What DeleteDataVolume does: Direct expunges at once; Delay keeps the volume Deleted "
+        "and recoverable for volume.expungePeriod seconds; Never keeps it until "
+        "ExpungeDataVolume", choices=DELETION_POLICIES)
+    yield GlobalConfigOption(CATEGORY, EXPUNGE_PERIOD, int, 86400,
+                             "Seconds a deleted data volume stays recoverable (policy Delay)",
+                             min=1, max=2**31 - 1)
+    yield GlobalConfigOption(CATEGORY, EXPUNGE_INTERVAL, int, 60,
+                             "Seconds between two runs of the task that expunges old deleted "
+                             "data volumes", min=1, max=86400)
+
+
+def _old_deleted(session: Session, period: int) -> list[str]:
+    before = utcnow() - timedelta(seconds=period)
+    return list(session.scalars(select(VolumeVO.uuid).where(
+        VolumeVO.status == "Deleted", VolumeVO.type == "Data", VolumeVO.lastOpDate < before)))
+
+
+async def expunge_old_volumes(node: Node) -> list[str]:
+    """Expunge the data volumes ``Deleted`` longer than ``volume.expungePeriod`` (policy
+    ``Delay`` only); the uuids expunged. A failure is logged and the volume stays."""
+    if deletion_policy(node, CATEGORY) != "Delay":
+        return []
+    period = int(node.global_config.get(CATEGORY, EXPUNGE_PERIOD))
+    done = []
+    for uuid in await node.db.run(_old_deleted, period):
+        def still_deleted(session: Session, uuid: str = uuid) -> bool:
+            row = session.get(VolumeVO, uuid)
+            return row is not None and row.status == "Deleted"  # not recovered meanwhile
+
+        try:
+            if await node.db.run(still_deleted):
+                await expunge_volume(node, uuid)
+                done.append(uuid)
+        except ZError as exc:
+            log.warning("expunging deleted data volume %s failed; it stays Deleted: %s",
+                        uuid, exc)
+    if done:
+        log.info("expunged %d data volume(s) deleted more than %d s ago", len(done), period)
+    return done
+
+
+async def _expunge_loop(node: Node) -> None:
+    while True:
+        await asyncio.sleep(float(node.global_config.get(CATEGORY, EXPUNGE_INTERVAL)))
+        try:
+            await expunge_old_volumes(node)
+        except Exception:
+            log.exception("the data volume expunge task failed")
+
+
+def node_starting(node: Node) -> None:
+    node.spawn(_expunge_loop(node), name=f"volume-expunge-{node.uuid}")
 
 
 def db_migrations() -> Iterator[Migrations]:
