@@ -186,3 +186,33 @@ async def test_a_primary_storage_holding_volumes_of_the_clusters_vms_stays_attac
     await call("ExpungeVmInstance", uuid=vm["uuid"])
     await call("DetachPrimaryStorageFromCluster", primaryStorageUuid=vm_cloud.uuid("ps1"),
                clusterUuid=vm_cloud.uuid("cluster1"))
+
+
+async def test_volumes_on_local_storage_stay_with_their_host(
+        make_env: Any, vm_cloud_spec: dict[str, Any]) -> None:
+    zone = vm_cloud_spec["zones"][0]
+    zone["primaryStorage"] = [{"name": "ps1", "type": "LocalStorage", "url": "/zstack/local"}]
+    env = await make_env(vm_cloud_spec)
+    call = env.client.call
+    host1, host2 = env.uuid("host1"), env.uuid("host2")
+
+    def create(name: str, host: str) -> Any:
+        return call("CreateVmInstance", name=name, imageUuid=env.uuid("image1"),
+                    instanceOfferingUuid=env.uuid("small"), l3NetworkUuids=[env.uuid("l3a")],
+                    dataDiskOfferingUuids=[env.uuid("disk10G")], hostUuid=host)
+
+    vm = (await create("vm1", host1))["inventory"]
+    await create("busy", host1)  # host2 now has the most free memory
+    await call("StopVmInstance", uuid=vm["uuid"])
+    started = (await call("StartVmInstance", uuid=vm["uuid"]))["inventory"]
+    assert started["hostUuid"] == host1  # where its disks are
+
+    other = (await create("vm2", host2))["inventory"]
+    data = [v for v in other["allVolumes"] if v["type"] == "Data"][0]
+    await call("DetachDataVolumeFromVm", uuid=data["uuid"])
+    with pytest.raises(ZError, match=f"local storage of host {host2}"):
+        await call("AttachDataVolumeToVm", volumeUuid=data["uuid"],
+                   vmInstanceUuid=vm["uuid"])
+    attached = (await call("AttachDataVolumeToVm", volumeUuid=data["uuid"],
+                           vmInstanceUuid=other["uuid"]))["inventory"]
+    assert attached["vmInstanceUuid"] == other["uuid"] and "hostUuid" not in attached

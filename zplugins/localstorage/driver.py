@@ -34,6 +34,7 @@ class LocalStorageDriver(PrimaryStorageDriver):
 
     type = "LocalStorage"
     agent_path = "/localstorage"
+    host_local = True
 
     async def prepare_host(self, node: Node, ps: PrimaryStorageInfo,
                            host: HostInfo) -> Capacity:

@@ -113,6 +113,9 @@ class PrimaryStorageDriver(ABC):
     """
 
     type: ClassVar[str]
+    #: True when each host keeps volumes on its own disk (local storage): a volume's bits are
+    #: on one host, its VM runs there and its files are deleted through it.
+    host_local: ClassVar[bool] = False
 
     def mount_path(self, uuid: str, url: str) -> str | None:
         """Where hosts find the storage (the inventory's ``mountPath``); by default the url."""

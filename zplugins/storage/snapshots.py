@@ -22,7 +22,13 @@ from zcore import ApiMessage, ResourceType
 from zcore.api import ApiContext, APIMessage, Param, QueryMessage
 from zcore.db import add_resource, delete_resource
 from zcore.errors import INVALID_ARGUMENT, ZError
-from zplugins.compute.public import check_vm_state, get_host, get_vm, vm_queue
+from zplugins.compute.public import (
+    HOST_OPERATION_FAILED,
+    check_vm_state,
+    get_host,
+    get_vm,
+    vm_queue,
+)
 from zplugins.storage.backup import BackupStorageVO, BackupStorageZoneRefVO
 from zplugins.storage.image_models import IMAGE, ImageBackupStorageRefVO, ImageVO
 from zplugins.storage.primary_ops import release, reserve
@@ -77,7 +83,15 @@ async def _in_vm_queue(ctx: ApiContext, vm_uuid: str | None,
     return await vm_queue(ctx.node, vm_uuid, work)
 
 
-async def _host_for(ctx: ApiContext, vm_uuid: str | None, ps: Any) -> Any:
+async def _host_for(ctx: ApiContext, vm_uuid: str | None, ps: Any,
+                    volume_host: str | None = None) -> Any:
+    if volume_host is not None:  # on a host's own disk: only that host reaches it
+        host = await get_host(ctx.node, volume_host)
+        if host is None or host.status != "Connected":
+            raise ZError(HOST_OPERATION_FAILED, "host not connected",
+                         f"the volume is on the local storage of host {volume_host}, which "
+                         f"is {host.status if host else 'deleted'}")
+        return host
     if vm_uuid is not None:
         vm = await get_vm(ctx.node, vm_uuid)
         for host_uuid in (vm.hostUuid, vm.lastHostUuid) if vm else ():
@@ -116,7 +130,7 @@ class CreateVolumeSnapshot(APIMessage, method="POST", path="/volumes/{volumeUuid
                              f"{self.api_name}: volume '{row.name}' ({row.uuid}) is "
                              f"{row.status}; only a Ready volume can be snapshotted")
             ps = await ctx.run(ps_info, row.primaryStorageUuid)
-            host = await _host_for(ctx, row.vmInstanceUuid, ps)
+            host = await _host_for(ctx, row.vmInstanceUuid, ps, row.hostUuid)
             snapshot_uuid = self.resourceUuid
             from zcore.db import new_uuid
 
@@ -181,7 +195,7 @@ class RevertVolumeFromSnapshot(APIMessage, method="PUT", path="/volume-snapshots
             await _check_vm(ctx, self.api_name, volume.vmInstanceUuid)
             row = await ctx.run(get_volume, volume.uuid)
             ps = await ctx.run(ps_info, row.primaryStorageUuid)
-            host = await _host_for(ctx, row.vmInstanceUuid, ps)
+            host = await _host_for(ctx, row.vmInstanceUuid, ps, row.hostUuid)
             path = await ps_driver(ctx.node, ps).revert_snapshot(
                 ctx.node, ps, host, row.installPath or "", snap.primaryStorageInstallPath or "")
 
@@ -292,7 +306,7 @@ class CreateRootVolumeTemplateFromRootVolume(
                              "the template to; give backupStorageUuids or attach one")
             row = await ctx.run(get_volume, volume.uuid)
             ps = await ctx.run(ps_info, row.primaryStorageUuid)
-            host = await _host_for(ctx, row.vmInstanceUuid, ps)
+            host = await _host_for(ctx, row.vmInstanceUuid, ps, row.hostUuid)
             image_uuid = self.resourceUuid or new_uuid()
             uploaded = []
             for bs_uuid, bs_url in targets:

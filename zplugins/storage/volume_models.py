@@ -52,6 +52,9 @@ class VolumeVO(ResourceMixin, Base):
     lastDetachDate: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     volumeQos: Mapped[str | None] = mapped_column(String(255), default=None)
     protocol: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The host whose own disk holds the bits, for primary storage local to hosts
+    #: (``PrimaryStorageDriver.host_local``); not in ZStack's inventory, never queried.
+    hostUuid: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
 
 
 class VolumeSnapshotTreeVO(TimestampMixin, Base):

@@ -159,7 +159,8 @@ def bits_of(session: Session, uuid: str, host_uuid: str | None = None) -> Bits |
         VolumeSnapshotVO.volumeUuid == uuid)) if s.primaryStorageInstallPath]
     if row.installPath:
         paths.append(row.installPath)
-    return Bits(ps_info(session, row.primaryStorageUuid), tuple(paths), host_uuid)
+    return Bits(ps_info(session, row.primaryStorageUuid), tuple(paths),
+                row.hostUuid or host_uuid)
 
 
 async def delete_bits(node: Node, bits: Bits | None) -> tuple[str, ...]:
@@ -175,11 +176,11 @@ async def delete_bits(node: Node, bits: Bits | None) -> tuple[str, ...]:
     host: HostInfo | None = None
     if bits.host_uuid is not None:
         host = await get_host(node, bits.host_uuid)
-        if host is None or host.status != "Connected":
-            if bits.ps.type in HOST_LOCAL_TYPES:
-                return bits.paths
-            host = None
     driver = ps_driver(node, bits.ps)
+    if host is None or host.status != "Connected":
+        if driver.host_local and bits.host_uuid is not None:
+            return bits.paths  # only that host can delete them
+        host = None
     left: list[str] = []
     for path in bits.paths:
         try:
@@ -196,8 +197,6 @@ DELETE_BITS = "storage.delete-volume-bits"
 #: Seconds between two tries of such a job on shared storage (bits on a host's own disk are
 #: tried again when the host connects).
 DELETE_BITS_INTERVAL = 300.0
-#: Primary storage types whose bits live on one host's own disk.
-HOST_LOCAL_TYPES = ("LocalStorage",)
 
 
 def leave_bits(session: Session, node: Node, volume_uuid: str, bits: Bits | None,
@@ -207,7 +206,7 @@ def leave_bits(session: Session, node: Node, volume_uuid: str, bits: Bits | None
         return
     from zplugins.compute.public import host_event
 
-    local = bits.ps.type in HOST_LOCAL_TYPES and bits.host_uuid is not None
+    local = ps_driver(node, bits.ps).host_local and bits.host_uuid is not None
     node.gc.submit(session, DELETE_BITS, f"delete-volume-{volume_uuid}",
                    {"primaryStorageUuid": bits.ps.uuid, "paths": list(paths),
                     "hostUuid": bits.host_uuid},
@@ -226,7 +225,7 @@ async def delete_left_bits(node: Node, context: dict[str, Any]) -> None:
     if ps is None:
         return
     host_uuid = context.get("hostUuid")
-    if ps.type in HOST_LOCAL_TYPES and host_uuid is not None:
+    if ps_driver(node, ps).host_local and host_uuid is not None:
         from zplugins.compute.public import get_host
 
         if await get_host(node, host_uuid) is None:

@@ -283,13 +283,17 @@ async def image_cache(node: Node, ps_uuid: str, host: HostInfo, image: ImageTO) 
     return await node.queues.run(f"imagecache-{ps_uuid}-{image.uuid}", 1, fill)
 
 
-def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int]) -> None:
+def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int],
+               hosts: dict[str, str]) -> None:
+    """Volumes ``Ready`` at their paths; ``hosts`` names the host of those on storage local
+    to hosts."""
     for uuid, path in paths.items():
         row = session.get(VolumeVO, uuid)
         if row is not None:
             row.installPath = path
             row.status = "Ready"
             row.actualSize = actual.get(uuid, 0)
+            row.hostUuid = hosts.get(uuid)
 
 
 _CREATED = "_storage_created_volumes"
@@ -305,9 +309,12 @@ class InstantiateVolumes(Step):
         created: list[tuple[str, str]] = []
         ctx[_CREATED] = created
         done: list[VolumeTO] = []
+        local: dict[str, str] = {}
         for volume in ctx["volumes"]:
             ps = await node.db.run(ps_info, volume.primaryStorageUuid)
             driver = ps_driver(node, ps)
+            if driver.host_local:
+                local[volume.uuid] = host.uuid
             if volume.type == "Root":
                 url = await image_cache(node, ps.uuid, host, image)
                 path = await driver.create_root_volume(node, ps, host, volume.uuid, url,
@@ -318,7 +325,8 @@ class InstantiateVolumes(Step):
             created.append((ps.uuid, path))
             done.append(_with_path(volume, path))
         actual = {v.uuid: image.actualSize for v in done if v.type == "Root"}
-        await node.db.run(mark_ready, {v.uuid: v.installPath or "" for v in done}, actual)
+        await node.db.run(mark_ready, {v.uuid: v.installPath or "" for v in done}, actual,
+                          local)
         ctx["volumes"] = done
 
     async def rollback(self, ctx: FlowContext) -> None:
@@ -350,17 +358,29 @@ def vm_volumes(session: Session, vm_uuid: str) -> list[VolumeTO]:
     return [volume_to(r, types.get(r.primaryStorageUuid or "")) for r in rows]
 
 
+def _volume_hosts(session: Session, vm_uuid: str) -> list[str]:
+    """The hosts whose own disks hold volumes of the VM (local storage)."""
+    return sorted(set(session.scalars(select(VolumeVO.hostUuid).where(
+        VolumeVO.vmInstanceUuid == vm_uuid, VolumeVO.hostUuid.is_not(None)))))
+
+
 class LoadVolumes(Step):
+    """``load-volumes``: the VM's volumes; the host must reach their storage (and be the
+    one holding those on local storage)."""
+
     requires = ("vm_uuid",)
     provides = ("volumes",)
 
     async def run(self, ctx: FlowContext) -> None:
-        volumes = await _node(ctx).db.run(vm_volumes, ctx["vm_uuid"])
+        node = _node(ctx)
+        volumes = await node.db.run(vm_volumes, ctx["vm_uuid"])
         ctx["volumes"] = volumes
         conditions = ctx.get("host_conditions")
         if conditions is None:
             return
         hosts = _hosts()
+        for host_uuid in await node.db.run(_volume_hosts, ctx["vm_uuid"]):
+            conditions.append(hosts.uuid == host_uuid)
         for ps_uuid in sorted({v.primaryStorageUuid for v in volumes if v.primaryStorageUuid}):
             conditions.append(hosts.clusterUuid.in_(
                 select(PrimaryStorageClusterRefVO.clusterUuid).where(

@@ -151,11 +151,12 @@ async def _instantiate(node: Node, uuid: str, reserve_fn: Any, host_uuid: str | 
             row.primaryStorageUuid = None
             row.status = "NotInstantiated"
 
-    def ready(session: Session, path: str) -> None:
+    def ready(session: Session, path: str, host_uuid: str | None) -> None:
         row = get_volume(session, uuid)
         row.installPath = path
         row.status = "Ready"
         row.actualSize = 0
+        row.hostUuid = host_uuid
 
     ps, size = await node.db.run(claim)
     try:
@@ -167,7 +168,7 @@ async def _instantiate(node: Node, uuid: str, reserve_fn: Any, host_uuid: str | 
     except BaseException:
         await node.db.run(undo, ps.uuid, size)
         raise
-    await node.db.run(ready, path)
+    await node.db.run(ready, path, host.uuid if driver.host_local else None)
 
 
 def _reserve_given(ps_uuid: str, api: str) -> Any:
@@ -290,6 +291,11 @@ class AttachDataVolumeToVm(APIMessage, method="POST",
             row = get_volume(session, self.volumeUuid)
             if row.vmInstanceUuid is not None:
                 raise _refuse(self.api_name, row, "detach it first")
+            vm_host = vm.hostUuid or vm.lastHostUuid
+            if row.hostUuid is not None and vm_host is not None and row.hostUuid != vm_host:
+                raise _refuse(self.api_name, row,
+                              f"it is on the local storage of host {row.hostUuid} and VM "
+                              f"{vm.uuid} is on host {vm_host}")
             if vm.clusterUuid is not None and row.primaryStorageUuid is not None:
                 from zplugins.storage.primary_models import PrimaryStorageClusterRefVO
 
@@ -483,7 +489,7 @@ def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(VOLUME, model=VolumeVO, inventory=VOLUME_INVENTORY,
                        description="A root or data volume of a VM",
                        to_inventory=volume_inventory, check_delete=_refuse_volume_delete,
-                       delete=_delete_volume)
+                       delete=_delete_volume, hidden=("hostUuid",))
 
 
 def cascade_edges() -> Iterator[CascadeEdge]:
