@@ -216,3 +216,22 @@ async def test_volumes_on_local_storage_stay_with_their_host(
     attached = (await call("AttachDataVolumeToVm", volumeUuid=data["uuid"],
                            vmInstanceUuid=other["uuid"]))["inventory"]
     assert attached["vmInstanceUuid"] == other["uuid"] and "hostUuid" not in attached
+
+
+async def test_the_snapshot_tree_shows_each_snapshot_under_its_parent(
+        vm_cloud: Environment) -> None:
+    call = vm_cloud.client.call
+    vm = (await call("CreateVmInstance", name="vm1", imageUuid=vm_cloud.uuid("image1"),
+                     instanceOfferingUuid=vm_cloud.uuid("small"),
+                     l3NetworkUuids=[vm_cloud.uuid("l3a")]))["inventory"]
+    await call("StopVmInstance", uuid=vm["uuid"])
+    root = vm["rootVolumeUuid"]
+    first = (await call("CreateVolumeSnapshot", volumeUuid=root, name="s1"))["inventory"]
+    second = (await call("CreateVolumeSnapshot", volumeUuid=root, name="s2"))["inventory"]
+
+    [tree] = (await call("QueryVolumeSnapshotTree", q=[f"volumeUuid={root}"]))["inventories"]
+    top = tree["tree"]
+    assert top["inventory"]["uuid"] == first["uuid"] and top["parentUuid"] is None
+    [child] = top["children"]
+    assert child["inventory"]["name"] == "s2" and child["parentUuid"] == first["uuid"]
+    assert child["inventory"]["uuid"] == second["uuid"] and child["children"] == []

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from zcore import ApiMessage, ResourceType
-from zcore.api import ApiContext, APIMessage, Param, QueryMessage
+from zcore import ApiMessage, InventoryExtension, ResourceType
+from zcore.api import ApiContext, APIMessage, Inventory, Param, QueryMessage
 from zcore.db import add_resource, delete_resource
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zplugins.compute.public import (
@@ -63,10 +63,34 @@ def snapshot_inventory(row: VolumeSnapshotVO) -> dict[str, Any]:
 
 
 def tree_inventory(row: VolumeSnapshotTreeVO) -> dict[str, Any]:
-    """The fields of ZStack's VolumeSnapshotTreeInventory (``tree`` left empty)."""
+    """The fields of ZStack's VolumeSnapshotTreeInventory (``tree`` comes from
+    :func:`tree_leaves`)."""
     return {"uuid": row.uuid, "volumeUuid": row.volumeUuid, "current": row.current,
             "status": row.status, "tree": None, "createDate": row.createDate,
             "lastOpDate": row.lastOpDate}
+
+
+def tree_leaves(session: Session, inventories: list[Any]) -> dict[str, dict[str, Any]]:
+    """``tree`` of snapshot tree inventories: ZStack's SnapshotLeafInventory, the root
+    snapshot with its ``children``, each leaf ``{"inventory", "parentUuid", "children"}``."""
+    rows = session.scalars(select(VolumeSnapshotVO).where(
+        VolumeSnapshotVO.treeUuid.in_([i["uuid"] for i in inventories]))
+        .order_by(VolumeSnapshotVO.createDate, VolumeSnapshotVO.uuid))
+    leaves: dict[str, dict[str, Any]] = {}
+    trees: dict[str, list[VolumeSnapshotVO]] = {}
+    for row in rows:
+        leaves[row.uuid] = {"inventory": Inventory(SNAPSHOT_INVENTORY, snapshot_inventory(row)),
+                            "parentUuid": row.parentUuid, "children": []}
+        trees.setdefault(row.treeUuid or "", []).append(row)
+    result: dict[str, dict[str, Any]] = {}
+    for tree_uuid, members in trees.items():
+        for row in members:
+            parent = leaves.get(row.parentUuid or "")
+            if parent is not None:
+                parent["children"].append(leaves[row.uuid])
+            elif tree_uuid not in result:
+                result[tree_uuid] = {"tree": leaves[row.uuid]}
+    return result
 
 
 def _snapshot(session: Session, uuid: str) -> VolumeSnapshotVO:
@@ -364,6 +388,10 @@ def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(SNAPSHOT_TREE, model=VolumeSnapshotTreeVO, inventory=TREE_INVENTORY,
                        description="A chain of snapshots of a volume",
                        owned_through="volumeUuid", to_inventory=tree_inventory)
+
+
+def inventory_extensions() -> Iterator[InventoryExtension]:
+    yield InventoryExtension(SNAPSHOT_TREE, "tree", tree_leaves)
 
 
 def api_messages() -> Iterator[ApiMessage]:
