@@ -46,7 +46,13 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 extras=postgresql,mysql
-[ "$action" = test ] && extras=$extras,test
+if [ "$action" = test ]; then
+  extras=$extras,test,bench
+  # libvirt-python builds against libvirt's headers; the KVM agent makes disks with qemu-img.
+  if ! pkg-config --exists libvirt 2>/dev/null || ! command -v qemu-img >/dev/null; then
+    apt_install pkg-config libvirt-dev qemu-utils
+  fi
+fi
 echo "==> installing the project into .venv ($extras)"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" \
   2> >(grep -v '^WARNING: Location' >&2)
