@@ -41,6 +41,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from zcore import progress
 from zcore.bus import Message, Reply, deadline_scope
 from zcore.db import ResourceVO, delete_resource, is_uuid, new_uuid
 from zcore.errors import (
@@ -752,7 +753,11 @@ class ApiService:
             await msg.validate(ctx)
             if validation_only:
                 return {}
-            body = await msg.handle(ctx)
+            token = progress.current_job.set(ctx.job_uuid)
+            try:
+                body = await msg.handle(ctx)
+            finally:
+                progress.current_job.reset(token)
         except ZError:
             raise
         except (TimeoutError, asyncio.CancelledError):

@@ -33,9 +33,11 @@ def zcore_resource_types() -> Iterator[ResourceType]:
 def zcore_api_messages() -> Iterator[ApiMessage]:
     from zcore.builtin_apis import api_messages
     from zcore.gc_apis import api_messages as gc_api_messages
+    from zcore.progress_apis import api_messages as progress_api_messages
 
     yield from api_messages()
     yield from gc_api_messages()
+    yield from progress_api_messages()
 
 
 @hookimpl

@@ -87,9 +87,10 @@ async def test_a_kvm_host_is_connected_through_its_agent(client: ApiClient,
     assert (host["cpuNum"], host["cpuSockets"], host["totalCpuCapacity"],
             host["totalMemoryCapacity"], host["availableMemoryCapacity"],
             host["architecture"]) == (4, 2, 40, 16 * GiB, 15 * GiB, "x86_64")
-    assert agent.paths() == ["/host/echo", "/host/connect", "/host/fact", "/host/capacity",
-                             "/vm/vmsync"]
-    connect = agent.calls[1][1]
+    # Its agent runs the node's version: nothing is deployed.
+    assert agent.paths() == ["/host/version", "/host/echo", "/host/connect", "/host/fact",
+                             "/host/capacity", "/vm/vmsync"]
+    connect = agent.calls[2][1]
     assert connect["hostUuid"] == host["uuid"]
     assert connect["sendCommandUrl"].startswith(client.node.url)
     # Queries answer with the KVM inventory too.
@@ -122,6 +123,7 @@ async def test_the_password_never_appears_in_a_reply(client: ApiClient) -> None:
 
 
 async def test_an_agent_that_is_down_adds_nothing(client: ApiClient, agent: FakeAgent) -> None:
+    await client.call("UpdateGlobalConfig", category="kvm", name="agent.deploy", value="false")
     c = await kvm_cluster(client)
     await agent.stop()
     status, body = await add_kvm_host(client, c["uuid"])

@@ -67,6 +67,7 @@ from zplugins.compute.vm_contract import (
 from zplugins.compute.vm_service import VmInfo, get_vm, hypervisor_of, on_host, vm_queue
 from zplugins.compute.vm_states import VM_STATE_ERROR
 from zplugins.compute.vm_states import check as check_vm_state
+from zplugins.compute.vm_steps import record_vm_state
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -98,6 +99,7 @@ __all__ = [
     "host_event",
     "hypervisor_of",
     "on_host",
+    "record_vm_state",
     "vm_queue",
 ]
 

@@ -27,7 +27,7 @@ from zplugins.compute.allocators import release_host
 from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo, host_event
 from zplugins.compute.models import HostVO, VmInstanceVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
-from zplugins.compute.vm_service import hypervisor_of, on_host
+from zplugins.compute.vm_service import hypervisor_of, on_host, vm_queue
 
 if TYPE_CHECKING:
     from zcore.api import ApiContext
@@ -374,6 +374,34 @@ def _apply_vm_states(session: Session, host_uuid: str, reported: dict[str, str]
             VmInstanceVO.uuid.in_(others), VmInstanceVO.hostUuid == host_uuid)))
         others = [u for u in others if u not in held]
     return changed, others
+
+
+def _apply_vm_state(session: Session, host_uuid: str, vm_uuid: str, state: str
+                    ) -> str | None:
+    vm = session.get(VmInstanceVO, vm_uuid)
+    if vm is None or vm.hostUuid != host_uuid or vm.state not in _SYNCED \
+            or vm.state == state:
+        return None
+    before = vm.state
+    if state == "Stopped":
+        release_host(session, vm_uuid)
+    vm.state = state
+    return before
+
+
+async def record_vm_state(node: Node, host_uuid: str, vm_uuid: str, state: str) -> None:
+    """A host says VM ``vm_uuid`` is now ``state`` (``Running``, ``Paused`` or ``Stopped``).
+
+    Recorded after any operation on the VM (its queue), only while the VM is on that host in
+    a state a host's report may change (``Running``, ``Paused``, ``Unknown``): a VM being
+    started or stopped is left to that operation. ``Stopped`` gives its CPU and memory back.
+    """
+    async def record() -> None:
+        before = await node.db.run(_apply_vm_state, host_uuid, vm_uuid, state)
+        if before is not None:
+            log.info("host %s reports VM %s %s (was %s)", host_uuid, vm_uuid, state, before)
+
+    await vm_queue(node, vm_uuid, record)
 
 
 class SyncVmStates(Step):

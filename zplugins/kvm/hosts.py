@@ -1,9 +1,10 @@
 """``AddKVMHost``: a host whose KVM agent the node talks to over HTTP.
 
 The agent listens on ``kvm.agent.port`` (global configuration, 7070 as ZStack's) of the
-host's management IP. Deploying it through SSH with ``username``, ``password`` and
-``sshPort`` (ansible) comes with the agent's own issue: until then the agent must already run
-on the host, and the credentials are only stored (the password is never returned).
+host's management IP. The node deploys it through SSH with ``username``, ``password`` and
+``sshPort`` (Ansible, :mod:`zplugins.kvm.deploy`); the password is stored for later
+reconnections and never returned. ``GetTaskProgress`` with the call's job uuid shows the
+deployment task by task.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ __all__ = ["AddKVMHost"]
 
 
 class AddKVMHost(AddHostMessage, path="/hosts/kvm"):
-    """Add a KVM host: connect to its agent, read its CPUs, memory and operating system.
+    """Add a KVM host: deploy its agent, connect to it, read its CPUs, memory and OS.
 
-    The agent must already run (its deployment through SSH arrives with the agent's issue);
-    the SSH credentials are stored for it and never returned.
+    The SSH credentials are stored for the deployment and never returned.
     """
 
     hypervisor_type = "KVM"

@@ -6,23 +6,34 @@ sends ``/host/echo`` (is the agent there?), ``/host/connect`` (this node manages
 events to ``sendCommandUrl``), ``/host/fact`` (operating system, CPU architecture) and
 ``/host/capacity`` (CPUs, sockets, speed, memory); pinging sends ``/host/ping``, whose reply
 must name the host (an agent answering for another host is a wrong host, not a live one).
+Before connecting, ``/host/version`` decides whether the agent must be deployed first
+(:mod:`zplugins.kvm.deploy`).
+
+Long commands (VM lifecycle, volumes, NICs, and every ``call`` outside ``/host/``) use
+ZStack's asynchronous protocol: the request carries the headers ``taskuuid`` and
+``callbackurl``; the agent answers at once and later POSTs the reply to
+``<node>/zstack/asyncrest/callback`` with the same ``taskuuid``, which completes the waiting
+command (:meth:`KvmHypervisor.complete`); the command's timeout still applies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid as uuid_module
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from zkvmagent import __version__ as AGENT_VERSION
 
 from zcore.errors import ZError
 from zplugins.compute.hypervisor import HostFacts, HypervisorDriver
 from zplugins.compute.public import HOST_CONNECT_FAILED, HOST_OPERATION_FAILED
 from zplugins.kvm import commands as cmds
+from zplugins.kvm import deploy
 from zplugins.kvm.models import KVMHostVO
 
 if TYPE_CHECKING:
@@ -42,10 +53,21 @@ CONNECT_PATH = "/host/connect"
 FACT_PATH = "/host/fact"
 CAPACITY_PATH = "/host/capacity"
 PING_PATH = "/host/ping"
+VERSION_PATH = "/host/version"
+
+#: Where agents post the replies of asynchronous commands, on the node's HTTP server.
+CALLBACK_PATH = "/zstack/asyncrest/callback"
+#: Where agents post events (``commandpath: /kvm/reportvmstate``).
+EVENT_PATH = "/zstack/asyncrest/sendcommand"
+
+#: Commands answered synchronously: quick questions to the agent.
+_SYNC_COMMANDS = ("/host/", cmds.VM_SYNC_PATH, cmds.GET_VNC_PORT_PATH)
 
 #: Seconds a command may take when its caller gives no timeout, and each connect step.
 COMMAND_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 30.0
+#: Seconds to wait for ``/host/version`` before deploying the agent.
+VERSION_TIMEOUT = 10.0
 #: Seconds a live migration may take.
 MIGRATE_TIMEOUT = 1800.0
 
@@ -83,6 +105,8 @@ class KvmHypervisor(HypervisorDriver):
 
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
+        #: Asynchronous commands waiting for their reply, by task uuid.
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -100,10 +124,18 @@ class KvmHypervisor(HypervisorDriver):
 
     async def _post(self, node: Node, host: HostInfo, path: str, body: Mapping[str, Any],
                     timeout: float, *, json_reply: bool = True) -> dict[str, Any]:
+        if not path.startswith(_SYNC_COMMANDS):
+            return await self._post_async(node, host, path, body, timeout)
+        return await self._send(node, host, path, body, timeout, json_reply=json_reply)
+
+    async def _send(self, node: Node, host: HostInfo, path: str, body: Mapping[str, Any],
+                    timeout: float, *, json_reply: bool = True,
+                    headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         url = self.url(node, host, path)
         try:
             async with self._session().post(
-                    url, json=dict(body), timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+                    url, json=dict(body), headers=dict(headers or {}),
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
                 text = await reply.text()
                 if reply.status != 200:
                     raise AgentError(f"the agent at {url} answered HTTP {reply.status}: "
@@ -124,6 +156,45 @@ class KvmHypervisor(HypervisorDriver):
         except aiohttp.ClientError as exc:
             raise AgentError(f"cannot reach the agent at {url}: {exc}") from exc
 
+    async def _post_async(self, node: Node, host: HostInfo, path: str,
+                          body: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """Send ``path`` with ``taskuuid`` and ``callbackurl``; wait for the callback."""
+        task = uuid_module.uuid4().hex
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[task] = waiter
+        url = self.url(node, host, path)
+        try:
+            async with asyncio.timeout(timeout):
+                accepted = await self._send(
+                    node, host, path, body, min(timeout, CONNECT_TIMEOUT),
+                    headers={"taskuuid": task, "callbackurl": f"{node.url}{CALLBACK_PATH}"})
+                if accepted.get("success") is False:
+                    return accepted  # refused at once: nothing runs
+                return await waiter
+        except TimeoutError:
+            raise TimeoutError(f"the agent at {url} did not complete task {task} within "
+                               f"{timeout:g} s") from None
+        finally:
+            self._waiters.pop(task, None)
+
+    def complete(self, task: str, reply: dict[str, Any]) -> bool:
+        """The agent posted the reply of task ``task``; False if no command waits for it."""
+        waiter = self._waiters.pop(task, None)
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(reply)
+        return True
+
+    async def agent_version(self, node: Node, host: HostInfo) -> str | None:
+        """The version the agent of ``host`` runs; ``None`` when it does not answer one."""
+        try:
+            reply = await self._send(node, host, VERSION_PATH, {}, VERSION_TIMEOUT)
+        except (AgentError, TimeoutError) as exc:
+            log.info("%s: no KVM agent answers %s: %s", host, VERSION_PATH, exc)
+            return None
+        version = reply.get("version")
+        return str(version) if reply.get("success") is not False and version else None
+
     async def _command(self, node: Node, host: HostInfo, path: str,
                        body: Mapping[str, Any]) -> dict[str, Any]:
         reply = await self._post(node, host, path, body, CONNECT_TIMEOUT)
@@ -134,11 +205,16 @@ class KvmHypervisor(HypervisorDriver):
         return reply
 
     async def connect(self, node: Node, host: HostInfo, known: HostFacts | None) -> HostFacts:
+        if node.global_config.get(CATEGORY, deploy.DEPLOY):
+            version = await self.agent_version(node, host)
+            if version == AGENT_VERSION:
+                log.info("%s: the KVM agent %s runs; not deploying it", host, version)
+            else:
+                await deploy.deploy_agent(node, host)
         await self._post(node, host, ECHO_PATH, {}, CONNECT_TIMEOUT, json_reply=False)
         await self._command(node, host, CONNECT_PATH, {
             "hostUuid": host.uuid,
-            # Where the agent will send events; the route arrives with the agent's issue.
-            "sendCommandUrl": f"{node.url}/zstack/asyncrest/sendcommand"})
+            "sendCommandUrl": f"{node.url}{EVENT_PATH}"})
         fact = await self._command(node, host, FACT_PATH, {"hostUuid": host.uuid})
         capacity = await self._command(node, host, CAPACITY_PATH, {"hostUuid": host.uuid})
         try:
