@@ -208,7 +208,7 @@ async def test_volumes_on_local_storage_stay_with_their_host(
     assert started["hostUuid"] == host1  # where its disks are
 
     other = (await create("vm2", host2))["inventory"]
-    data = [v for v in other["allVolumes"] if v["type"] == "Data"][0]
+    data = next(v for v in other["allVolumes"] if v["type"] == "Data")
     await call("DetachDataVolumeFromVm", uuid=data["uuid"])
     with pytest.raises(ZError, match=f"local storage of host {host2}"):
         await call("AttachDataVolumeToVm", volumeUuid=data["uuid"],

@@ -279,6 +279,10 @@ async def image_cache(node: Node, ps_uuid: str, host: HostInfo, image: ImageTO) 
             pass
         return url
 
+    # Cached already (the usual case): no need to queue behind other creations.
+    url = await node.db.run(cached)
+    if url is not None:
+        return url
     # One copy per storage and image, however many VMs are created from it at once.
     return await node.queues.run(f"imagecache-{ps_uuid}-{image.uuid}", 1, fill)
 
