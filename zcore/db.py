@@ -20,11 +20,14 @@ core's base revision ``zcore_0001`` (see :meth:`Database.upgrade`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import os
+import queue
 import re
 import sqlite3
+import threading
 import time
 import uuid as _uuid
 import warnings
@@ -52,6 +55,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     select,
     text,
     update,
@@ -102,6 +106,8 @@ _UUID = re.compile(r"^[0-9a-f]{32}$")
 _SERVER_THREADS = 8
 _POOL_OVERFLOW = 2  # room for run_sync(), upgrade() and the ctl tool next to the workers
 _SQLITE_BUSY_MS = 30_000
+#: At most this many queued transactions commit as one (:class:`_GroupCommit`).
+GROUP_COMMIT_MAX = 64
 _MIGRATION_LOCK_WAIT = 600  # seconds a node waits for another one's migrations
 
 
@@ -331,18 +337,15 @@ def add_resource(
         obj.createDate = now  # type: ignore[attr-defined]
     if getattr(obj, "lastOpDate", None) is None:
         obj.lastOpDate = obj.createDate  # type: ignore[attr-defined]
-    session.add(
-        ResourceVO(
-            uuid=chosen,
-            resourceName=getattr(obj, "name", None),
-            resourceType=resource_type,
-            ownerAccountUuid=owner_account_uuid,
-            createDate=obj.createDate,  # type: ignore[attr-defined]
-        )
-    )
-    # The unit of work orders INSERTs by relationship(), not by foreign key: write the
-    # ResourceVO row first, so that the model's foreign key to it holds.
-    session.flush()
+    # What the caller added before is written first, as it would have been without this
+    # row; then the ResourceVO row, at once (the unit of work orders INSERTs by
+    # relationship(), not by foreign key), so that the model's foreign key to it holds.
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    session.execute(insert(ResourceVO).values(
+        uuid=chosen, resourceName=getattr(obj, "name", None), resourceType=resource_type,
+        ownerAccountUuid=owner_account_uuid,
+        createDate=obj.createDate))  # type: ignore[attr-defined]
     session.add(obj)
     return obj
 
@@ -371,6 +374,113 @@ def _sync_resource_names(session: Session, flush_context: Any, instances: Any) -
 
 
 # --------------------------------------------------------------------------- the database
+
+
+class _GroupCommit:
+    """One worker thread that runs the transactions queued meanwhile as one, each in a
+    savepoint (SQLite, which admits one writer at a time).
+
+    When transactions queue up, the worker takes every one waiting (up to
+    :data:`GROUP_COMMIT_MAX`) and runs them in order inside a single ``BEGIN IMMEDIATE`` ...
+    ``COMMIT``, each in its own savepoint: a function that raises rolls back its own writes
+    only. Each gets its outcome once the whole group is committed (if the commit fails, each
+    gets that error), so no caller ever sees writes that are not durable, and each sees the
+    writes of those before it, exactly as when they ran one after the other. Between two
+    functions the session forgets every object, so what one returns is not changed by the
+    next. A lone transaction runs as usual.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="zcore-db_0", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: _Work) -> None:
+        self._queue.put(work)
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < GROUP_COMMIT_MAX:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            if len(group) == 1:
+                first.run_alone(self._database)
+            else:
+                self._run_group(group)
+
+    def _run_group(self, group: list[_Work]) -> None:
+        outcomes: list[tuple[_Work, Any, BaseException | None]] = []
+        try:
+            with self._database._sessions.begin() as session:
+                for work in group:
+                    try:
+                        with session.begin_nested():
+                            result = work.call(session)
+                        outcomes.append((work, result, None))
+                    except Exception as exc:  # noqa: BLE001 - it is that caller's error
+                        outcomes.append((work, None, exc))
+                    session.expunge_all()
+        except Exception:  # noqa: BLE001 - see below
+            # The group could not commit (or one function's error ended the transaction
+            # itself): nothing of it holds, so each runs again alone and meets its own fate.
+            for work in group:
+                work.run_alone(self._database)
+            return
+        except BaseException as exc:
+            for work in group:
+                work.fail(exc)
+            raise
+        for work, result, error in outcomes:
+            if error is None:
+                work.succeed(result)
+            else:
+                work.fail(error)
+
+
+class _Work:
+    """A transaction function with its arguments, its caller's context and future."""
+
+    __slots__ = ("args", "context", "fn", "future", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 context: contextvars.Context) -> None:
+        self.fn, self.args, self.kwargs, self.context = fn, args, kwargs, context
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def call(self, session: Session) -> Any:
+        return self.context.run(self.fn, session, *self.args, **self.kwargs)
+
+    def run_alone(self, database: Database) -> None:
+        try:
+            result = self.context.run(database._transaction, self.fn, self.args, self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.fail(exc)
+        else:
+            self.succeed(result)
+
+    def succeed(self, result: Any) -> None:
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_exception(exc)
 
 
 class Database:
@@ -404,6 +514,8 @@ class Database:
         self._threads = threads
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "before_flush", _sync_resource_names)
+        # One writer at a time (SQLite): transactions that queue meanwhile commit as one.
+        self._group: _GroupCommit | None = _GroupCommit(self) if threads == 1 else None
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zcore-db")
         self._closed = False
 
@@ -457,8 +569,12 @@ class Database:
         if inspect.iscoroutinefunction(fn):
             raise TypeError(f"{fn.__qualname__} is a coroutine function; Database.run needs a "
                             "plain function, which it runs in a worker thread")
-        loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
+        if self._group is not None:
+            work = _Work(fn, args, kwargs, ctx)
+            self._group.submit(work)
+            return await asyncio.wrap_future(work.future)  # type: ignore[no-any-return]
+        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, ctx.run, self._transaction, fn, args, kwargs
         )
@@ -700,6 +816,8 @@ class Database:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        if self._group is not None:
+            self._group.shutdown()
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import BigInteger, String, func, inspect, select, text
@@ -338,6 +339,39 @@ async def test_run_rolls_back_and_reraises(database: Database) -> None:
         return [count(session, m) for m in (ZTestThingVO, ResourceVO, GlobalConfigVO)]
 
     assert await database.run(counts) == [0, 0, 0]
+
+
+async def test_transactions_at_once_each_keep_or_lose_only_their_own_writes(
+        database: Database) -> None:
+    begun = []
+
+    def began(connection: object) -> None:
+        begun.append(connection)
+
+    sa.event.listen(database.engine, "begin", began)
+
+    def write(session: Session, i: int) -> str:
+        row = add_resource(session, thing(f"t{i}"), "ZTestThingVO")
+        session.flush()
+        if i % 3 == 0:
+            raise ValueError(f"no {i}")
+        # What the transactions before this one wrote is there, as if they ran one by one.
+        return f"{row.name}:{count(session, ZTestThingVO) > 0}"
+
+    outcomes = await asyncio.gather(*(database.run(write, i) for i in range(60)),
+                                    return_exceptions=True)
+    sa.event.remove(database.engine, "begin", began)
+
+    for i, outcome in enumerate(outcomes):
+        if i % 3 == 0:
+            assert isinstance(outcome, ValueError) and str(outcome) == f"no {i}"
+        else:
+            assert outcome == f"t{i}:True"
+    names = await database.run(lambda s: sorted(s.scalars(select(ZTestThingVO.name))))
+    assert names == sorted(f"t{i}" for i in range(60) if i % 3)
+    assert await database.run(lambda s: count(s, ResourceVO)) == 40
+    if database.dialect == "sqlite":  # one writer: queued transactions commit together
+        assert len(begun) < 60
 
 
 async def test_run_refuses_a_coroutine_function(database: Database) -> None:
