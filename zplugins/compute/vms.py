@@ -225,8 +225,12 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
     diskAOs = Param(list, description="Not supported yet: give rootDiskOfferingUuid and "
                                       "dataDiskOfferingUuids")
 
+    #: The request as validate() checked it, for handle().
+    _checked: VmSpec | None = None
+
     async def validate(self, ctx: ApiContext) -> None:
-        await self.spec(ctx)
+        # Checked once: handle() uses what validate() read.
+        self._checked = await self.spec(ctx, self.resourceUuid or new_uuid())
 
     async def spec(self, ctx: ApiContext, uuid: str | None = None) -> VmSpec:
         """The checked request (``SYS.1007`` naming the parameter when it is not right)."""
@@ -359,8 +363,9 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
                                                f"not in zone {self.zoneUuid}")
 
     async def handle(self, ctx: ApiContext) -> dict[str, Any]:
-        uuid = self.resourceUuid or new_uuid()
-        spec = await self.spec(ctx, uuid)
+        spec = self._checked or await self.spec(
+            ctx, self.resourceUuid or new_uuid())
+        uuid = spec.uuid
 
         async def create() -> None:
             await ctx.node.run_flow("vm-create", {"api": ctx, "vm": spec})

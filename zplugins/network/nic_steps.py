@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from zcore import FlowStep
 from zcore.db import Base, ResourceVO, add_resource
@@ -82,7 +82,7 @@ def _l3_error(details: str) -> ZError:
 def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> L3NetworkVO:
     """The L3 network, refused unless it exists, is Enabled, has an IP range and (if
     ``zone_uuid``) is in that zone."""
-    l3 = session.get(L3NetworkVO, l3_uuid)
+    l3 = session.get(L3NetworkVO, l3_uuid, options=[lazyload("*")])
     if l3 is None:
         raise ZError(INVALID_ARGUMENT, "no such L3 network",
                      f"L3 network {l3_uuid} does not exist")
@@ -201,10 +201,10 @@ class AllocateNics(Step):
 
 def nic_tos(session: Session, nics: Sequence[VmNicVO], default_l3: str | None) -> list[NicTO]:
     """The hypervisor's view of NICs, by device id."""
-    l3s = {l3.uuid: l3 for l3 in session.scalars(select(L3NetworkVO).where(
-        L3NetworkVO.uuid.in_({n.l3NetworkUuid for n in nics})))}
-    l2s = {l2.uuid: l2 for l2 in session.scalars(select(L2NetworkVO).where(
-        L2NetworkVO.uuid.in_({l3.l2NetworkUuid for l3 in l3s.values()})))}
+    l3s = {l3.uuid: l3 for l3 in session.scalars(select(L3NetworkVO).options(
+        lazyload("*")).where(L3NetworkVO.uuid.in_({n.l3NetworkUuid for n in nics})))}
+    l2s = {l2.uuid: l2 for l2 in session.scalars(select(L2NetworkVO).options(
+        lazyload("*")).where(L2NetworkVO.uuid.in_({l3.l2NetworkUuid for l3 in l3s.values()})))}
     out = []
     for nic in sorted(nics, key=lambda n: n.deviceId):
         l3 = l3s.get(nic.l3NetworkUuid)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from zcore.db import Base, delete_resource
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
@@ -70,7 +70,9 @@ def volume_to(row: VolumeVO, ps_type: str | None = None) -> VolumeTO:
 
 
 def ps_info(session: Session, uuid: str) -> PrimaryStorageInfo:
-    row = session.get(PrimaryStorageVO, uuid, populate_existing=True)
+    # Its attachments (loaded with it elsewhere) are not needed here.
+    row = session.get(PrimaryStorageVO, uuid, populate_existing=True,
+                      options=[lazyload("*")])
     if row is None:
         raise ZError(RESOURCE_NOT_FOUND, "resource not found",
                      f"PrimaryStorageVO {uuid} does not exist (any more)")

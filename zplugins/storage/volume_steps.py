@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from zcore import FlowInsertion, FlowStep
 from zcore.db import add_resource, delete_resource, utcnow
@@ -82,7 +82,7 @@ def _hosts() -> Any:
 
 def select_image(session: Session, vm: VmSpec) -> tuple[ImageTO, list[str]]:
     """The VM's image, a Ready backup storage holding it, and the zones where one is."""
-    image = session.get(ImageVO, vm.imageUuid)
+    image = session.get(ImageVO, vm.imageUuid, options=[lazyload("*")])
     if image is None:
         raise ZError(INVALID_ARGUMENT, "invalid argument",
                      f"image {vm.imageUuid} of VM '{vm.name}' does not exist (any more)")
