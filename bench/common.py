@@ -43,7 +43,9 @@ from zcore.cli import API_ROOT, TAG_PARAMS, ApiSpec, Catalog
 
 START_TIMEOUT = 300.0
 POLL_FIRST = 0.002
-POLL_MAX = 0.05
+POLL_MAX = 0.5
+#: A poll waits at most this share of the time the job has run so far.
+POLL_SHARE = 0.1
 LOG_LEVEL = "WARNING"  # a log line per request would be part of what is measured
 #: Where ``--db postgresql`` and ``--db mariadb`` find a server (a database the user may
 #: create schemas or databases in).
@@ -286,6 +288,7 @@ class Api:
         if status != 202:
             raise CallFailed(f"{api}: HTTP {status}: {raw[:500]!r}")
         location = _decode(raw)["location"]
+        started = time.perf_counter()
         delay = POLL_FIRST
         while True:
             await asyncio.sleep(delay)
@@ -295,7 +298,10 @@ class Api:
                 return _decode(raw)
             if status != 202:
                 raise CallFailed(f"{api}: the job answered HTTP {status}: {raw[:500]!r}")
-            delay = min(delay * 2, POLL_MAX)
+            # Doubling, but never more than a tenth of the time waited so far (the answer
+            # comes at most about 10% late) nor more than POLL_MAX.
+            waited = time.perf_counter() - started
+            delay = min(delay * 2, max(POLL_FIRST, waited * POLL_SHARE), POLL_MAX)
 
 
 def _scalar(value: Any) -> str:
