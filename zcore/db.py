@@ -25,6 +25,7 @@ import contextvars
 import inspect
 import os
 import queue
+import random
 import re
 import sqlite3
 import threading
@@ -106,6 +107,21 @@ _UUID = re.compile(r"^[0-9a-f]{32}$")
 _SERVER_THREADS = 8
 _POOL_OVERFLOW = 2  # room for run_sync(), upgrade() and the ctl tool next to the workers
 _SQLITE_BUSY_MS = 30_000
+#: How many times a transaction chosen as a deadlock's victim is run (MySQL, PostgreSQL).
+DEADLOCK_ATTEMPTS = 4
+#: MySQL's and MariaDB's "deadlock found", PostgreSQL's "deadlock detected".
+_MYSQL_DEADLOCK = 1213
+_PG_DEADLOCK = "40P01"
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    original = exc.orig
+    args = getattr(original, "args", ())
+    return bool(args and args[0] == _MYSQL_DEADLOCK) or \
+        getattr(original, "sqlstate", None) == _PG_DEADLOCK or \
+        getattr(original, "pgcode", None) == _PG_DEADLOCK
+
+
 #: At most this many queued transactions commit as one (:class:`_GroupCommit`).
 GROUP_COMMIT_MAX = 64
 _MIGRATION_LOCK_WAIT = 600  # seconds a node waits for another one's migrations
@@ -348,6 +364,20 @@ def add_resource(
         createDate=obj.createDate))  # type: ignore[attr-defined]
     session.add(obj)
     return obj
+
+
+def lock_for_update(session: Session, model: Any, uuid: str) -> None:
+    """On MySQL and MariaDB, lock row ``uuid`` of ``model`` until the transaction ends.
+
+    Call it before a conditional ``UPDATE`` that reserves something (``... SET available =
+    available - n WHERE available >= n``). Under ``READ COMMITTED`` InnoDB evaluates such an
+    ``UPDATE`` of a row another transaction holds on a semi-consistent read, and may then
+    skip the row (0 rows) although it still qualifies once that transaction commits;
+    ``SELECT ... FOR UPDATE`` waits for the row instead. PostgreSQL re-checks the row after
+    the wait and SQLite has one writer, so there it does nothing.
+    """
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        session.execute(select(model.uuid).where(model.uuid == uuid).with_for_update())
 
 
 def delete_resource(session: Session, obj: object) -> None:
@@ -593,8 +623,17 @@ class Database:
 
     def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> T:
-        with self._sessions.begin() as session:
-            return fn(session, *args, **kwargs)
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                with self._sessions.begin() as session:
+                    return fn(session, *args, **kwargs)
+            except DBAPIError as exc:
+                # The server chose this transaction as a deadlock's victim and rolled it
+                # back whole: running it again is what the server asks for.
+                if attempt == DEADLOCK_ATTEMPTS or not _is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01) * attempt)
+        raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------- migrations
 

@@ -35,6 +35,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from zcore import DriverNamespace, FlowStep, GlobalConfigOption
+from zcore.db import lock_for_update
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.host_service import CONNECTED, HostInfo
@@ -125,6 +126,7 @@ def reserve(session: Session, host_uuid: str, cpu: int, memory: int) -> bool:
     One conditional ``UPDATE``: ``False`` (nothing changed) when another reservation got
     there first, so capacity never goes below zero.
     """
+    lock_for_update(session, HostVO, host_uuid)
     result = cast(CursorResult[Any], session.execute(
         update(HostVO)
         .where(HostVO.uuid == host_uuid, HostVO.availableCpuCapacity >= cpu,

@@ -40,7 +40,7 @@ from sqlalchemy import CursorResult, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zcore.db import delete_resource
+from zcore.db import delete_resource, lock_for_update
 from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.storage.primary_driver import (
@@ -187,6 +187,7 @@ def reserve(session: Session, uuid: str, size: int) -> bool:
     """Reserve ``size`` bytes if that many are available; whether it was reserved."""
     if size < 0:
         raise ValueError(f"cannot reserve a negative size ({size})")
+    lock_for_update(session, PrimaryStorageVO, uuid)
     done = session.execute(
         update(PrimaryStorageVO)
         .where(PrimaryStorageVO.uuid == uuid, PrimaryStorageVO.availableCapacity >= size)
