@@ -212,3 +212,21 @@ async def test_a_reconnected_host_reports_which_vms_it_runs(vm_cloud: Environmen
     assert states[kept["uuid"]] == ("Running", vm_cloud.uuid("host1"))
     cpu, memory = before[vm_cloud.uuid("host1")]
     assert (await _hosts(vm_cloud))[vm_cloud.uuid("host1")] == (cpu - 1, memory - GiB)
+
+
+async def test_the_migrations_match_the_vm_model(vm_cloud: Environment) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from zcore.db import Base
+
+    def include(obj: object, name: str | None, type_: str, *_: object) -> bool:
+        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return table == "VmInstanceVO"
+
+    def diff(session: Any) -> list[Any]:
+        context = MigrationContext.configure(
+            session.connection(), opts={"compare_type": True, "include_object": include})
+        return list(compare_metadata(context, Base.metadata))
+
+    assert await vm_cloud.node.db.run(diff) == []

@@ -80,7 +80,9 @@ class VmInstanceVO(ResourceMixin, Base):
     """
 
     __tablename__ = "VmInstanceVO"
-    __table_args__ = (Index("ix_VmInstanceVO_name", "name"),)
+    __table_args__ = (Index("ix_VmInstanceVO_name", "name"),
+                      # Pages of VMs are sorted by createDate (the console's default).
+                      Index("ix_VmInstanceVO_createDate", "createDate"))
 
     zoneUuid: Mapped[str | None] = mapped_column(String(32), ForeignKey("ZoneVO.uuid"),
                                                  index=True, default=None)
