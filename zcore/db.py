@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar
+from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -50,9 +50,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -86,10 +88,12 @@ __all__ = [
     "UTCDateTime",
     "UserTagVO",
     "add_resource",
+    "check_new_uuid",
     "create_database",
     "delete_resource",
     "is_uuid",
     "new_uuid",
+    "table_of",
     "utcnow",
 ]
 
@@ -331,23 +335,8 @@ def add_resource(
     if chosen is None:
         chosen = new_uuid()
         obj.uuid = chosen  # type: ignore[attr-defined]
-    elif not is_uuid(chosen):
-        raise ZError(
-            INVALID_ARGUMENT,
-            "invalid resource uuid",
-            f"{resource_type} uuid {chosen!r} is not 32 lower-case hex digits "
-            "(a uuid4 without dashes); omit it to have one generated",
-        )
     else:
-        # A select (not session.get) so that rows still pending in this session count too.
-        existing = session.scalar(select(ResourceVO.resourceType).where(ResourceVO.uuid == chosen))
-        if existing is not None:
-            raise ZError(
-                INVALID_ARGUMENT,
-                "resource uuid already exists",
-                f"uuid {chosen} chosen for a new {resource_type} is already used by a "
-                f"{existing}; choose another uuid or omit it",
-            )
+        check_new_uuid(session, chosen, resource_type)
     now = utcnow()
     if getattr(obj, "createDate", None) is None:
         obj.createDate = now  # type: ignore[attr-defined]
@@ -364,6 +353,42 @@ def add_resource(
         createDate=obj.createDate))  # type: ignore[attr-defined]
     session.add(obj)
     return obj
+
+
+_RESOURCE_TYPE_OF = select(ResourceVO.resourceType).where(ResourceVO.uuid == bindparam("uuid"))
+
+
+def check_new_uuid(session: Session, chosen: Any, resource_type: str) -> None:
+    """Refuse (``SYS.1007``) a uuid chosen for a new ``resource_type`` that is not 32
+    lower-case hex digits or that a resource already has."""
+    if not is_uuid(chosen):
+        raise ZError(
+            INVALID_ARGUMENT,
+            "invalid resource uuid",
+            f"{resource_type} uuid {chosen!r} is not 32 lower-case hex digits "
+            "(a uuid4 without dashes); omit it to have one generated",
+        )
+    # A select (not session.get) so that rows still pending in this session count too.
+    existing = session.scalar(_RESOURCE_TYPE_OF, {"uuid": chosen})
+    if existing is not None:
+        raise ZError(
+            INVALID_ARGUMENT,
+            "resource uuid already exists",
+            f"uuid {chosen} chosen for a new {resource_type} is already used by a "
+            f"{existing}; choose another uuid or omit it",
+        )
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core :class:`~sqlalchemy.Table` of a mapped model.
+
+    For hot paths, Core statements built once at import time and run with their values,
+    ``session.connection().execute(INSERT_NIC, {"uuid": ..., ...})`` with ``INSERT_NIC =
+    insert(table_of(VmNicVO))``, skip the unit of work, entity loading and the building of
+    the statement, which together cost several times the statement itself. Column defaults
+    (``default=``, ``onupdate=``) still apply; no ORM event does.
+    """
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def lock_for_update(session: Session, model: Any, uuid: str) -> None:
@@ -407,17 +432,20 @@ def _sync_resource_names(session: Session, flush_context: Any, instances: Any) -
 
 
 class _GroupCommit:
-    """One worker thread that runs the transactions queued meanwhile as one, each in a
-    savepoint (SQLite, which admits one writer at a time).
+    """One worker thread that runs the transactions queued meanwhile as one (SQLite, which
+    admits one writer at a time).
 
     When transactions queue up, the worker takes every one waiting (up to
     :data:`GROUP_COMMIT_MAX`) and runs them in order inside a single ``BEGIN IMMEDIATE`` ...
-    ``COMMIT``, each in its own savepoint: a function that raises rolls back its own writes
-    only. Each gets its outcome once the whole group is committed (if the commit fails, each
-    gets that error), so no caller ever sees writes that are not durable, and each sees the
-    writes of those before it, exactly as when they ran one after the other. Between two
-    functions the session forgets every object, so what one returns is not changed by the
-    next. A lone transaction runs as usual.
+    ``COMMIT``. First without savepoints, which cost more than most of the functions; if
+    one of them raises, that whole transaction is rolled back and the group runs again with
+    each function in its own savepoint, so that a function that raises rolls back its own
+    writes only (the functions are plain transaction functions, which may run again, as
+    after a deadlock). Each gets its outcome once the whole group is committed (if the
+    commit fails, each gets that error), so no caller ever sees writes that are not durable,
+    and each sees the writes of those before it, exactly as when they ran one after the
+    other. Between two functions the session forgets every object, so what one returns is
+    not changed by the next. A lone transaction runs as usual.
     """
 
     def __init__(self, database: Database) -> None:
@@ -455,6 +483,31 @@ class _GroupCommit:
                 self._run_group(group)
 
     def _run_group(self, group: list[_Work]) -> None:
+        if not self._run_all_or_none(group):
+            self._run_each_in_savepoint(group)
+
+    def _run_all_or_none(self, group: list[_Work]) -> bool:
+        """The group in one transaction without savepoints, the usual case: whether it
+        committed (each caller then has its outcome). When a function raises or the commit
+        fails, everything is rolled back and nobody has an outcome yet: False."""
+        results: list[Any] = []
+        try:
+            with self._database._sessions.begin() as session:
+                for work in group:
+                    results.append(work.call(session))
+                    session.flush()
+                    session.expunge_all()
+        except Exception:  # noqa: BLE001 - the savepoint run gives each its own fate
+            return False
+        except BaseException as exc:
+            for work in group:
+                work.fail(exc)
+            raise
+        for work, result in zip(group, results, strict=True):
+            work.succeed(result)
+        return True
+
+    def _run_each_in_savepoint(self, group: list[_Work]) -> None:
         outcomes: list[tuple[_Work, Any, BaseException | None]] = []
         try:
             with self._database._sessions.begin() as session:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from zcore.db import SystemTagVO, UserTagVO, new_uuid, utcnow
@@ -69,6 +69,13 @@ class TagPatterns:
         return matched
 
 
+# Built once: a resource's tags are read on hot paths (a VM's hostname at every start).
+_SYSTEM_TAGS_OF = select(SystemTagVO.tag).where(
+    SystemTagVO.resourceUuid == bindparam("uuid")).order_by(SystemTagVO.createDate)
+_USER_TAGS_OF = select(UserTagVO.tag).where(
+    UserTagVO.resourceUuid == bindparam("uuid")).order_by(UserTagVO.createDate)
+
+
 def _check_text(tag: str) -> None:
     if not isinstance(tag, str) or not tag.strip():
         raise ZError(INVALID_ARGUMENT, "invalid tag", f"a tag must be non-empty text, not {tag!r}")
@@ -116,12 +123,10 @@ class Tags:
         return deleted > 0
 
     def system_tags(self, session: Session, resource_uuid: str) -> list[str]:
-        return list(session.scalars(select(SystemTagVO.tag).where(
-            SystemTagVO.resourceUuid == resource_uuid).order_by(SystemTagVO.createDate)))
+        return list(session.scalars(_SYSTEM_TAGS_OF, {"uuid": resource_uuid}))
 
     def user_tags(self, session: Session, resource_uuid: str) -> list[str]:
-        return list(session.scalars(select(UserTagVO.tag).where(
-            UserTagVO.resourceUuid == resource_uuid).order_by(UserTagVO.createDate)))
+        return list(session.scalars(_USER_TAGS_OF, {"uuid": resource_uuid}))
 
     def tokens(self, session: Session, resource_uuid: str, resource_type: str, pattern: str
                ) -> list[dict[str, str]]:

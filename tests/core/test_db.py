@@ -373,6 +373,30 @@ async def test_transactions_at_once_each_keep_or_lose_only_their_own_writes(
     if database.dialect == "sqlite":  # one writer: queued transactions commit together
         assert len(begun) < 60
 
+async def test_transactions_at_once_that_all_succeed_commit_without_savepoints(
+        database: Database) -> None:
+    statements: list[str] = []
+
+    def executed(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    sa.event.listen(database.engine, "before_cursor_execute", executed)
+
+    def write(session: Session, i: int) -> tuple[str, int]:
+        row = add_resource(session, thing(f"s{i}"), "ZTestThingVO")
+        session.flush()
+        return row.name, count(session, ZTestThingVO)
+
+    outcomes = await asyncio.gather(*(database.run(write, i) for i in range(40)))
+    sa.event.remove(database.engine, "before_cursor_execute", executed)
+
+    assert [name for name, _ in outcomes] == [f"s{i}" for i in range(40)]
+    assert await database.run(lambda s: count(s, ZTestThingVO)) == 40
+    if database.dialect == "sqlite":  # one writer: queued in order, committed together
+        # Each saw the writes of those before it, as if they ran one by one.
+        assert [n for _, n in outcomes] == list(range(1, 41))
+        assert "SAVEPOINT" not in statements
+
 
 async def test_run_refuses_a_coroutine_function(database: Database) -> None:
     async def work(session: Session) -> None:

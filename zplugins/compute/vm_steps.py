@@ -16,11 +16,12 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy import insert as insert_
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep, GcJobKind
-from zcore.db import delete_resource
+from zcore.db import ResourceVO, check_new_uuid, delete_resource, table_of, utcnow
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.allocators import release_host
@@ -35,11 +36,16 @@ if TYPE_CHECKING:
     from zplugins.compute.vm_contract import VmSpec
 
 __all__ = ["HOSTNAME_PATTERN", "flow_insertions", "flow_steps", "get_vm_row",
-           "set_state"]
+           "read_vm_row", "set_state"]
 
 log = logging.getLogger("zplugins.compute.vms")
 
 VM = "VmInstanceVO"
+VM_TABLE = table_of(VmInstanceVO)
+# Statements built once: building one costs more than running it.
+_VM_BY_UUID = select(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("uuid"))
+_INSERT_RESOURCE, _INSERT_VM = insert_(table_of(ResourceVO)), insert_(VM_TABLE)
+_UPDATE_VM = update(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("vm_uuid"))
 HOSTNAME_PATTERN = "hostname::{hostname}"
 
 
@@ -48,6 +54,15 @@ HOSTNAME_PATTERN = "hostname::{hostname}"
 
 def get_vm_row(session: Session, uuid: str) -> VmInstanceVO:
     row = session.get(VmInstanceVO, uuid)
+    if row is None:
+        raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                     f"VmInstanceVO {uuid} does not exist (any more)")
+    return row
+
+
+def read_vm_row(session: Session, uuid: str) -> Any:
+    """The VM's row as plain columns (no ORM entity), for reading; ``SYS.1003`` if gone."""
+    row = session.connection().execute(_VM_BY_UUID, {"uuid": uuid}).first()
     if row is None:
         raise ZError(RESOURCE_NOT_FOUND, "resource not found",
                      f"VmInstanceVO {uuid} does not exist (any more)")
@@ -74,7 +89,7 @@ def _vm_and_host(session: Session, uuid: str) -> tuple[VmInstanceVO, HostInfo | 
 
 def _vm_to(session: Session, node: Node, uuid: str, volumes: list[VolumeTO],
            nics: list[NicTO]) -> VmTO:
-    row = get_vm_row(session, uuid)
+    row = read_vm_row(session, uuid)
     if not volumes:
         raise ZError("VM.1001", "VM has no root volume",
                      f"VM '{row.name}' ({uuid}) has no volumes to start from")
@@ -101,19 +116,21 @@ class PersistVm(Step):
         spec: VmSpec = ctx["vm"]
 
         def insert(session: Session) -> str:
-            from zcore.db import add_resource
-
-            row = VmInstanceVO(uuid=spec.uuid, name=spec.name, description=spec.description,
-                               imageUuid=spec.imageUuid,
-                               instanceOfferingUuid=spec.instanceOfferingUuid,
-                               defaultL3NetworkUuid=spec.defaultL3NetworkUuid,
-                               type=spec.type, cpuNum=spec.cpuNum, cpuSpeed=spec.cpuSpeed,
-                               memorySize=spec.memorySize,
-                               allocatorStrategy=spec.allocatorStrategy, state="Created")
-            add_resource(session, row, VM, owner_account_uuid=spec.accountUuid)
-            session.flush()
-            api.add_tags(session, row.uuid, VM)
-            return row.uuid
+            check_new_uuid(session, spec.uuid, VM)
+            # Prebuilt Core INSERTs of the rows add_resource would write: no unit of work.
+            now, connection = utcnow(), session.connection()
+            connection.execute(_INSERT_RESOURCE, {
+                "uuid": spec.uuid, "resourceName": spec.name, "resourceType": VM,
+                "ownerAccountUuid": spec.accountUuid, "createDate": now})
+            connection.execute(_INSERT_VM, {
+                "uuid": spec.uuid, "name": spec.name, "description": spec.description,
+                "imageUuid": spec.imageUuid, "instanceOfferingUuid": spec.instanceOfferingUuid,
+                "defaultL3NetworkUuid": spec.defaultL3NetworkUuid, "type": spec.type,
+                "cpuNum": spec.cpuNum, "cpuSpeed": spec.cpuSpeed,
+                "memorySize": spec.memorySize, "allocatorStrategy": spec.allocatorStrategy,
+                "state": "Created", "createDate": now, "lastOpDate": now})
+            api.add_tags(session, spec.uuid, VM)
+            return spec.uuid
 
         ctx["vm_uuid"] = await api.run(insert)
         ctx["host_conditions"] = []
@@ -174,19 +191,21 @@ class PostInstantiate(Step):
         image = ctx.get("image")
 
         def finish(session: Session) -> None:
-            row = get_vm_row(session, ctx["vm_uuid"])
+            uuid = ctx["vm_uuid"]
+            row = read_vm_row(session, uuid)
+            values: dict[str, Any] = {}
             if volumes and row.rootVolumeUuid is None:
-                row.rootVolumeUuid = volumes[0].uuid
+                values["rootVolumeUuid"] = volumes[0].uuid
             if image is not None:
-                row.platform = row.platform or getattr(image, "platform", None)
-                row.architecture = row.architecture or getattr(image, "architecture", None)
-                row.guestOsType = row.guestOsType or getattr(image, "guestOsType", None)
+                for name in ("platform", "architecture", "guestOsType"):
+                    if not getattr(row, name):
+                        values[name] = getattr(image, name, None)
             if stopped:
-                release_host(session, row.uuid)
-                row.state = "Stopped"
+                release_host(session, uuid)
+                values["state"] = "Stopped"
             else:
-                row.state = "Running"
-                row.lastHostUuid = row.hostUuid
+                values.update(state="Running", lastHostUuid=row.hostUuid)
+            session.connection().execute(_UPDATE_VM, {"vm_uuid": uuid, **values})
 
         await node.db.run(finish)
 

@@ -26,20 +26,20 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import column, select, table
+from sqlalchemy import bindparam, column, select, table
 from sqlalchemy.orm import Session
 
 from zcore import ApiMessage, CascadeEdge, GlobalConfigOption, ResourceType, SystemTagPattern
 from zcore.api import NAME_REGEX, ApiContext, APIMessage, Caller, Param, QueryMessage
 from zcore.db import ResourceVO, is_uuid, new_uuid, utcnow
-from zcore.errors import INVALID_ARGUMENT, ZError
+from zcore.errors import INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
 from zplugins.compute.common import get_row, refuse_tag_uuids
 from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO
 from zplugins.compute.offerings import MIN_MEMORY_SIZE, InstanceOfferingVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, INSTANT_START, VmSpec
 from zplugins.compute.vm_service import hypervisor_of, on_host, vm_queue
 from zplugins.compute.vm_states import check
-from zplugins.compute.vm_steps import HOSTNAME_PATTERN, get_vm_row, set_state
+from zplugins.compute.vm_steps import HOSTNAME_PATTERN, get_vm_row, read_vm_row, set_state
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -80,6 +80,13 @@ _STATIC_IP = re.compile(r"^staticIp::([^:]+)::(.+)$")
 
 _DISK_OFFERINGS = table("DiskOfferingVO", column("uuid"), column("name"), column("diskSize"),
                         column("state"))
+_DISK_SIZES = select(_DISK_OFFERINGS.c.uuid, _DISK_OFFERINGS.c.name,
+                     _DISK_OFFERINGS.c.diskSize, _DISK_OFFERINGS.c.state).where(
+    _DISK_OFFERINGS.c.uuid.in_(bindparam("uuids", expanding=True)))
+_OFFERING = select(InstanceOfferingVO.uuid, InstanceOfferingVO.name, InstanceOfferingVO.state,
+                   InstanceOfferingVO.cpuNum, InstanceOfferingVO.memorySize,
+                   InstanceOfferingVO.allocatorStrategy, InstanceOfferingVO.cpuSpeed).where(
+    InstanceOfferingVO.uuid == bindparam("uuid"))
 _NICS = table("VmNicVO", column("vmInstanceUuid"), column("l3NetworkUuid"))
 
 
@@ -105,7 +112,7 @@ def _bad(api: str, name: str, why: str) -> ZError:
 
 async def _reply(ctx: ApiContext, uuid: str) -> dict[str, Any]:
     def read(session: Session) -> Any:
-        return ctx.node.api.inventories(session, VM, [get_vm_row(session, uuid)])[0]
+        return ctx.node.api.inventories(session, VM, [read_vm_row(session, uuid)])[0]
 
     return {"inventory": await ctx.run(read)}
 
@@ -165,9 +172,9 @@ async def _call_host(ctx: ApiContext, uuid: str, what: str,
 
 
 def _disk_sizes(session: Session, api: str, name: str, uuids: list[str]) -> dict[str, int]:
-    rows = session.execute(select(_DISK_OFFERINGS.c.uuid, _DISK_OFFERINGS.c.name,
-                                  _DISK_OFFERINGS.c.diskSize, _DISK_OFFERINGS.c.state)
-                           .where(_DISK_OFFERINGS.c.uuid.in_(uuids))).all()
+    if not uuids:
+        return {}
+    rows = session.connection().execute(_DISK_SIZES, {"uuids": uuids}).all()
     sizes = {}
     for uuid, offering_name, size, state in rows:
         if state != "Enabled":
@@ -280,8 +287,12 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
         def look(session: Session) -> VmSpec:
             cpu, memory, offering_strategy, speed = self.cpuNum, self.memorySize, None, 0
             if self.instanceOfferingUuid is not None:
-                offering = get_row(session, InstanceOfferingVO, "InstanceOfferingVO",
-                                   self.instanceOfferingUuid)
+                offering = session.connection().execute(
+                    _OFFERING, {"uuid": self.instanceOfferingUuid}).first()
+                if offering is None:
+                    raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                                 f"InstanceOfferingVO {self.instanceOfferingUuid} does not "
+                                 "exist (any more)")
                 if offering.state != "Enabled":
                     raise _bad(api, "instanceOfferingUuid",
                                f"instance offering '{offering.name}' ({offering.uuid}) is "

@@ -16,12 +16,13 @@ import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from zcore.db import new_uuid, table_of, utcnow
 from zcore.errors import ZError
 from zcore.records import GlobalConfigOption
 from zplugins.network.models import IpRangeVO, L3NetworkVO, UsedIpVO
@@ -36,6 +37,7 @@ __all__ = [
     "FirstAvailableIpAllocatorStrategy",
     "IpAllocatorStrategy",
     "RandomIpAllocatorStrategy",
+    "UsedIp",
     "allocate_ip",
     "check_static_ip",
 ]
@@ -62,21 +64,45 @@ class Range:
     gateway: str
 
     @classmethod
-    def of(cls, row: IpRangeVO) -> Range:
+    def of(cls, row: Any) -> Range:
+        """From an :class:`IpRangeVO` row (or any row with its columns)."""
         return cls(row.uuid, row.l3NetworkUuid, int(IPv4Address(row.startIp)),
                    int(IPv4Address(row.endIp)), row.netmask, row.gateway)
 
 
+@dataclass(frozen=True, slots=True)
+class UsedIp:
+    """The values of a :class:`UsedIpVO` row :func:`allocate_ip` wrote."""
+
+    uuid: str
+    ipRangeUuid: str
+    l3NetworkUuid: str
+    ip: str
+    ipInLong: int
+    ipVersion: int
+    gateway: str
+    netmask: str
+    vmNicUuid: str | None
+
+
+# Statements built once: building one costs more than running it.
+_RANGES, _USED_IPS = table_of(IpRangeVO), table_of(UsedIpVO)
+_RANGES_OF = select(_RANGES.c.uuid, _RANGES.c.l3NetworkUuid, _RANGES.c.startIp,
+                    _RANGES.c.endIp, _RANGES.c.netmask, _RANGES.c.gateway).where(
+    _RANGES.c.l3NetworkUuid == bindparam("l3"), _RANGES.c.ipVersion == 4)
+_IS_USED = select(_USED_IPS.c.uuid).where(_USED_IPS.c.l3NetworkUuid == bindparam("l3"),
+                                          _USED_IPS.c.ipInLong == bindparam("ip"))
+_INSERT_USED_IP = insert(_USED_IPS)
+
+
 def ranges_of(session: Session, l3_uuid: str) -> list[Range]:
     """The IPv4 ranges of an L3 network (a handful of rows), by start address."""
-    rows = session.scalars(select(IpRangeVO).where(IpRangeVO.l3NetworkUuid == l3_uuid,
-                                                   IpRangeVO.ipVersion == 4))
+    rows = session.connection().execute(_RANGES_OF, {"l3": l3_uuid})
     return sorted((Range.of(r) for r in rows), key=lambda r: r.first)
 
 
 def is_used(session: Session, l3_uuid: str, ip: int) -> bool:
-    return session.scalar(select(UsedIpVO.uuid).where(
-        UsedIpVO.l3NetworkUuid == l3_uuid, UsedIpVO.ipInLong == ip)) is not None
+    return session.connection().execute(_IS_USED, {"l3": l3_uuid, "ip": ip}).first() is not None
 
 
 def first_free(session: Session, rng: Range, start: int, exclude: frozenset[int]) -> int | None:
@@ -213,8 +239,9 @@ def strategy_of(node: Node | None, name: str | None) -> IpAllocatorStrategy:
 
 def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
                 strategy: IpAllocatorStrategy, static_ip: str | None = None,
-                used_for: str = "Vm") -> UsedIpVO:
-    """Claim an address of L3 network ``l3_uuid`` (``static_ip`` if given) as a ``UsedIpVO``.
+                used_for: str = "Vm") -> UsedIp:
+    """Claim an address of L3 network ``l3_uuid`` (``static_ip`` if given): a new ``UsedIpVO``
+    row, whose values are returned.
 
     Runs in the caller's transaction; each claim is a savepoint, so a lost race only undoes
     itself. ``L3.1001`` when the network has no free address or the static IP is refused.
@@ -246,14 +273,20 @@ def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
 
 
 def _claim(session: Session, rng: Range, ip: int, vm_nic_uuid: str | None,
-           used_for: str) -> UsedIpVO | None:
-    row = UsedIpVO(ipRangeUuid=rng.uuid, l3NetworkUuid=rng.l3NetworkUuid,
-                   ip=str(IPv4Address(ip)), ipInLong=ip, ipVersion=4, gateway=rng.gateway,
-                   netmask=rng.netmask, usedFor=used_for, vmNicUuid=vm_nic_uuid)
+           used_for: str) -> UsedIp | None:
+    used = UsedIp(uuid=new_uuid(), ipRangeUuid=rng.uuid, l3NetworkUuid=rng.l3NetworkUuid,
+                  ip=str(IPv4Address(ip)), ipInLong=ip, ipVersion=4, gateway=rng.gateway,
+                  netmask=rng.netmask, vmNicUuid=vm_nic_uuid)
+    now = utcnow()
+    # A prebuilt Core INSERT: the unit of work would cost more than the claim itself.
     try:
         with session.begin_nested():
-            session.add(row)
-            session.flush()
+            session.connection().execute(_INSERT_USED_IP, {
+                "uuid": used.uuid, "ipRangeUuid": used.ipRangeUuid,
+                "l3NetworkUuid": used.l3NetworkUuid, "ip": used.ip, "ipInLong": ip,
+                "ipVersion": 4, "gateway": used.gateway, "netmask": used.netmask,
+                "usedFor": used_for, "vmNicUuid": vm_nic_uuid, "createDate": now,
+                "lastOpDate": now})
     except IntegrityError:
         return None
-    return row
+    return used

@@ -18,12 +18,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from zcore import FlowStep
-from zcore.db import Base, ResourceVO, add_resource
+from zcore.db import Base, ResourceVO, new_uuid, table_of, utcnow
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import NicTO, get_host
@@ -43,8 +43,8 @@ from zplugins.network.public import bridge_name, network_service_backends
 if TYPE_CHECKING:
     from zcore.node import Node
 
-__all__ = ["L3Plan", "backend_calls", "check_l3_usable", "l2_host_condition", "make_nic",
-           "nic_tos", "release_nic_rows"]
+__all__ = ["L3Plan", "backend_calls", "check_l3_usable", "insert_nic", "l2_host_condition",
+           "make_nic", "nic_tos", "release_nic_rows"]
 
 #: Errors about a VM's L3 networks (not found, disabled, no range, wrong zone).
 L3_ERROR = "L3.1000"
@@ -75,14 +75,33 @@ def l2_host_condition(l2_uuids: Sequence[str]) -> ColumnElement[bool] | None:
     return and_(*conditions) if conditions else None
 
 
+# Statements built once: building one costs more than running it.
+_NICS, _RESOURCES = table_of(VmNicVO), table_of(ResourceVO)
+_L3S, _L2S = table_of(L3NetworkVO), table_of(L2NetworkVO)
+_L3_USABLE = select(
+    _L3S.c.uuid, _L3S.c.name, _L3S.c.state, _L3S.c.zoneUuid, _L3S.c.l2NetworkUuid,
+    select(IpRangeVO.uuid).where(IpRangeVO.l3NetworkUuid == _L3S.c.uuid).limit(1)
+    .scalar_subquery().label("rangeUuid")).where(_L3S.c.uuid == bindparam("uuid"))
+_OWNER = select(_RESOURCES.c.ownerAccountUuid).where(_RESOURCES.c.uuid == bindparam("uuid"))
+_INSERT_RESOURCE, _INSERT_NIC = insert(_RESOURCES), insert(_NICS)
+_NICS_BY_UUID = select(_NICS.c.uuid, _NICS.c.l3NetworkUuid, _NICS.c.mac, _NICS.c.deviceId,
+                       _NICS.c.internalName).where(
+    _NICS.c.uuid.in_(bindparam("uuids", expanding=True))).order_by(_NICS.c.deviceId)
+_SET_NIC_IP = update(_NICS).where(_NICS.c.uuid == bindparam("nic_uuid"))
+_BRIDGES = select(_L3S.c.uuid, _L2S.c.physicalInterface, _L2S.c.virtualNetworkId).join(
+    _L2S, _L2S.c.uuid == _L3S.c.l2NetworkUuid).where(
+    _L3S.c.uuid.in_(bindparam("uuids", expanding=True)))
+
+
 def _l3_error(details: str) -> ZError:
     return ZError(L3_ERROR, "L3 network cannot be used", details)
 
 
-def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> L3NetworkVO:
-    """The L3 network, refused unless it exists, is Enabled, has an IP range and (if
+def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> Any:
+    """The L3 network's row (``uuid``, ``name``, ``state``, ``zoneUuid``,
+    ``l2NetworkUuid``), refused unless it exists, is Enabled, has an IP range and (if
     ``zone_uuid``) is in that zone."""
-    l3 = session.get(L3NetworkVO, l3_uuid, options=[lazyload("*")])
+    l3 = session.connection().execute(_L3_USABLE, {"uuid": l3_uuid}).first()
     if l3 is None:
         raise ZError(INVALID_ARGUMENT, "no such L3 network",
                      f"L3 network {l3_uuid} does not exist")
@@ -91,9 +110,7 @@ def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> L3
     if zone_uuid is not None and l3.zoneUuid != zone_uuid:
         raise _l3_error(f"L3 network '{l3.name}' ({l3_uuid}) is in zone {l3.zoneUuid}, not in "
                         f"the VM's zone {zone_uuid}")
-    has_range = session.scalar(select(IpRangeVO.uuid).where(
-        IpRangeVO.l3NetworkUuid == l3_uuid).limit(1))
-    if has_range is None:
+    if l3.rangeUuid is None:
         raise _l3_error(f"L3 network '{l3.name}' ({l3_uuid}) has no IP range; add one with "
                         "AddIpRange")
     return l3
@@ -145,19 +162,25 @@ def random_mac() -> str:
     return "fa:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(5))
 
 
-def make_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
-             hypervisor_type: str | None = None) -> VmNicVO:
-    """A NIC row (and its ResourceVO, owned by the VM's owner) with a fresh unique MAC."""
-    owner = session.scalar(select(ResourceVO.ownerAccountUuid).where(ResourceVO.uuid == vm_uuid))
+def insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
+               hypervisor_type: str | None = None) -> str:
+    """Insert a NIC row (and its ResourceVO, owned by the VM's owner) with a fresh unique
+    MAC; its uuid. Core INSERTs, for the VM chains; :func:`make_nic` gives the ORM row."""
+    connection = session.connection()
+    owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
     for _ in range(16):
-        nic = VmNicVO(vmInstanceUuid=vm_uuid, l3NetworkUuid=l3_uuid, mac=random_mac(),
-                      deviceId=device_id, internalName=f"vnic{vm_uuid[:8]}.{device_id}",
-                      hypervisorType=hypervisor_type)
+        uuid, now = new_uuid(), utcnow()
         try:
             with session.begin_nested():
-                add_resource(session, nic, "VmNicVO", owner_account_uuid=owner)
-                session.flush()
-            return nic
+                connection.execute(_INSERT_RESOURCE, {
+                    "uuid": uuid, "resourceName": None, "resourceType": "VmNicVO",
+                    "ownerAccountUuid": owner, "createDate": now})
+                connection.execute(_INSERT_NIC, {
+                    "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
+                    "mac": random_mac(), "deviceId": device_id,
+                    "internalName": f"vnic{vm_uuid[:8]}.{device_id}",
+                    "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now})
+            return uuid
         except IntegrityError:
             # A MAC collision (another NIC has it): try another. A duplicate device id
             # would collide every time, which the loop ends with the error below.
@@ -165,6 +188,13 @@ def make_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
     raise ZError(INVALID_ARGUMENT, "cannot create the NIC",
                  f"no unique MAC / device id {device_id} for a NIC of VM {vm_uuid} on L3 "
                  f"network {l3_uuid} after 16 attempts")
+
+
+def make_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
+             hypervisor_type: str | None = None) -> VmNicVO:
+    """As :func:`insert_nic`, giving the NIC's ORM row."""
+    uuid = insert_nic(session, vm_uuid, l3_uuid, device_id, hypervisor_type)
+    return session.get_one(VmNicVO, uuid)
 
 
 def release_nic_rows(session: Session, nic_uuids: Sequence[str]) -> None:
@@ -188,7 +218,7 @@ class AllocateNics(Step):
         ctx["nic_uuids"] = []
 
         def create(session: Session) -> list[str]:
-            return [make_nic(session, vm_uuid, plan.uuid, i, hypervisor).uuid
+            return [insert_nic(session, vm_uuid, plan.uuid, i, hypervisor)
                     for i, plan in enumerate(plans)]
 
         ctx["nic_uuids"] = await ctx.services.db.run(create)
@@ -199,34 +229,33 @@ class AllocateNics(Step):
             await ctx.services.db.run(release_nic_rows, uuids)
 
 
-def nic_tos(session: Session, nics: Sequence[VmNicVO], default_l3: str | None) -> list[NicTO]:
-    """The hypervisor's view of NICs, by device id."""
-    l3s = {l3.uuid: l3 for l3 in session.scalars(select(L3NetworkVO).options(
-        lazyload("*")).where(L3NetworkVO.uuid.in_({n.l3NetworkUuid for n in nics})))}
-    l2s = {l2.uuid: l2 for l2 in session.scalars(select(L2NetworkVO).options(
-        lazyload("*")).where(L2NetworkVO.uuid.in_({l3.l2NetworkUuid for l3 in l3s.values()})))}
-    out = []
-    for nic in sorted(nics, key=lambda n: n.deviceId):
-        l3 = l3s.get(nic.l3NetworkUuid)
-        l2 = l2s.get(l3.l2NetworkUuid) if l3 is not None else None
-        bridge = bridge_name(l2.physicalInterface, l2.virtualNetworkId) if l2 else None
-        out.append(NicTO(uuid=nic.uuid, l3NetworkUuid=nic.l3NetworkUuid, mac=nic.mac,
-                         deviceId=nic.deviceId, ip=nic.ip, netmask=nic.netmask,
-                         gateway=nic.gateway, bridgeName=bridge,
-                         internalName=nic.internalName,
-                         isDefault=nic.l3NetworkUuid == default_l3))
-    return out
+def _bridges(session: Session, l3_uuids: set[str]) -> dict[str, str]:
+    """The bridge of each L3 network's L2 network, by L3 uuid."""
+    rows = session.connection().execute(_BRIDGES, {"uuids": list(l3_uuids)})
+    return {uuid: bridge_name(interface, vni) for uuid, interface, vni in rows}
 
 
-def assign_ip(session: Session, node: Node | None, nic: VmNicVO, static_ip: str | None,
-              strategy_name: str | None = None) -> UsedIpVO:
-    """Give ``nic`` an address of its L3 network and copy it onto the NIC row."""
-    used = allocate_ip(session, nic.l3NetworkUuid, vm_nic_uuid=nic.uuid,
-                       strategy=strategy_of(node, strategy_name), static_ip=static_ip)
-    nic.ip, nic.netmask, nic.gateway, nic.ipVersion = (used.ip, used.netmask, used.gateway,
-                                                       used.ipVersion)
-    session.flush()
-    return used
+def nic_tos(session: Session, nics: Sequence[Any], default_l3: str | None) -> list[NicTO]:
+    """The hypervisor's view of NICs (``VmNicVO`` rows, or any rows with its columns), by
+    device id."""
+    bridges = _bridges(session, {n.l3NetworkUuid for n in nics})
+    return [NicTO(uuid=nic.uuid, l3NetworkUuid=nic.l3NetworkUuid, mac=nic.mac,
+                  deviceId=nic.deviceId, ip=nic.ip, netmask=nic.netmask, gateway=nic.gateway,
+                  bridgeName=bridges.get(nic.l3NetworkUuid), internalName=nic.internalName,
+                  isDefault=nic.l3NetworkUuid == default_l3)
+            for nic in sorted(nics, key=lambda n: n.deviceId)]
+
+
+@dataclass(frozen=True, slots=True)
+class _AddressedNic:
+    uuid: str
+    l3NetworkUuid: str
+    mac: str
+    deviceId: int
+    internalName: str | None
+    ip: str
+    netmask: str | None
+    gateway: str | None
 
 
 class AllocateIps(Step):
@@ -242,10 +271,20 @@ class AllocateIps(Step):
         node = ctx.services
 
         def allocate(session: Session) -> list[NicTO]:
-            nics = list(session.scalars(select(VmNicVO).where(VmNicVO.uuid.in_(nic_uuids))))
-            for nic in sorted(nics, key=lambda n: n.deviceId):
-                assign_ip(session, node, nic, statics.get(nic.l3NetworkUuid))
-            return nic_tos(session, nics, default)
+            connection = session.connection()
+            nics = connection.execute(_NICS_BY_UUID, {"uuids": nic_uuids}).all()
+            strategy = strategy_of(node, None)
+            addressed = []
+            for nic in nics:
+                used = allocate_ip(session, nic.l3NetworkUuid, vm_nic_uuid=nic.uuid,
+                                   strategy=strategy, static_ip=statics.get(nic.l3NetworkUuid))
+                connection.execute(_SET_NIC_IP, {
+                    "nic_uuid": nic.uuid, "ip": used.ip, "netmask": used.netmask,
+                    "gateway": used.gateway, "ipVersion": used.ipVersion})
+                addressed.append(_AddressedNic(nic.uuid, nic.l3NetworkUuid, nic.mac,
+                                               nic.deviceId, nic.internalName, used.ip,
+                                               used.netmask, used.gateway))
+            return nic_tos(session, addressed, default)
 
         ctx["nics"] = await node.db.run(allocate)
 

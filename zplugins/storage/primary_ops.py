@@ -34,13 +34,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import CursorResult, case, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zcore.db import delete_resource, lock_for_update
+from zcore.db import delete_resource, lock_for_update, table_of
 from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.storage.primary_driver import (
@@ -183,18 +183,22 @@ def recompute_all(session: Session, ratio: float, reserved: int) -> int:
     return len(uuids)
 
 
+_PS_TABLE = table_of(PrimaryStorageVO)
+# Built once (this runs for every volume created): a conditional UPDATE of the capacity.
+_RESERVE = (update(_PS_TABLE)
+            .where(_PS_TABLE.c.uuid == bindparam("ps_uuid"),
+                   _PS_TABLE.c.availableCapacity >= bindparam("size"))
+            .values(availableCapacity=_PS_TABLE.c.availableCapacity - bindparam("size"),
+                    allocatedCapacity=_PS_TABLE.c.allocatedCapacity + bindparam("size")))
+
+
 def reserve(session: Session, uuid: str, size: int) -> bool:
     """Reserve ``size`` bytes if that many are available; whether it was reserved."""
     if size < 0:
         raise ValueError(f"cannot reserve a negative size ({size})")
     lock_for_update(session, PrimaryStorageVO, uuid)
-    done = session.execute(
-        update(PrimaryStorageVO)
-        .where(PrimaryStorageVO.uuid == uuid, PrimaryStorageVO.availableCapacity >= size)
-        .values(availableCapacity=PrimaryStorageVO.availableCapacity - size,
-                allocatedCapacity=PrimaryStorageVO.allocatedCapacity + size)
-        .execution_options(synchronize_session=False))
-    return cast(CursorResult[Any], done).rowcount == 1
+    done = session.connection().execute(_RESERVE, {"ps_uuid": uuid, "size": size})
+    return done.rowcount == 1
 
 
 def release(session: Session, uuid: str, size: int) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
 
 from zcore.db import Base, delete_resource
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
@@ -63,16 +63,21 @@ def get_volume(session: Session, uuid: str) -> VolumeVO:
     return row
 
 
-def volume_to(row: VolumeVO, ps_type: str | None = None) -> VolumeTO:
+def volume_to(row: Any, ps_type: str | None = None) -> VolumeTO:
+    """From a :class:`VolumeVO` row (or any row with its columns)."""
     return VolumeTO(row.uuid, row.type, row.deviceId if row.deviceId is not None else -1,
                     row.size, row.primaryStorageUuid, row.installPath, row.format or "qcow2",
                     ps_type, row.isShareable)
 
 
+_PS = PrimaryStorageVO
+_PS_INFO = select(_PS.uuid, _PS.name, _PS.type, _PS.url, _PS.zoneUuid, _PS.mountPath, _PS.state,
+                  _PS.status, _PS.totalPhysicalCapacity, _PS.availablePhysicalCapacity).where(
+    _PS.uuid == bindparam("uuid"))
+
+
 def ps_info(session: Session, uuid: str) -> PrimaryStorageInfo:
-    # Its attachments (loaded with it elsewhere) are not needed here.
-    row = session.get(PrimaryStorageVO, uuid, populate_existing=True,
-                      options=[lazyload("*")])
+    row = session.connection().execute(_PS_INFO, {"uuid": uuid}).first()
     if row is None:
         raise ZError(RESOURCE_NOT_FOUND, "resource not found",
                      f"PrimaryStorageVO {uuid} does not exist (any more)")

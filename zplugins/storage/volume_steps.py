@@ -16,14 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep
-from zcore.db import add_resource, delete_resource, utcnow
+from zcore.db import ResourceVO, delete_resource, new_uuid, table_of, utcnow
 from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zcore.flow import FlowContext, Step
+from zplugins.compute.public import VolumeTO
 from zplugins.storage.backup import BackupStorageVO, BackupStorageZoneRefVO
 from zplugins.storage.image_models import ImageBackupStorageRefVO, ImageVO
 from zplugins.storage.primary_models import PrimaryStorageClusterRefVO, PrimaryStorageVO
@@ -48,7 +49,7 @@ from zplugins.storage.volume_ops import (
 
 if TYPE_CHECKING:
     from zcore.node import Node
-    from zplugins.compute.public import HostInfo, VmSpec, VolumeTO
+    from zplugins.compute.public import HostInfo, VmSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +81,34 @@ def _hosts() -> Any:
 # --------------------------------------------------------------------------- vm-create
 
 
+# Statements built once: building one costs more than running it.
+_IMAGE = select(
+    ImageVO.uuid, ImageVO.name, ImageVO.state, ImageVO.status, ImageVO.mediaType,
+    ImageVO.size, ImageVO.actualSize, ImageVO.format, ImageVO.platform, ImageVO.guestOsType,
+    ImageVO.architecture).where(ImageVO.uuid == bindparam("uuid"))
+_IMAGE_ON_BACKUP_STORAGE = (
+    select(ImageBackupStorageRefVO.backupStorageUuid, ImageBackupStorageRefVO.installPath,
+           BackupStorageZoneRefVO.zoneUuid)
+    .join(BackupStorageVO, BackupStorageVO.uuid == ImageBackupStorageRefVO.backupStorageUuid)
+    .join(BackupStorageZoneRefVO, BackupStorageZoneRefVO.backupStorageUuid == BackupStorageVO.uuid)
+    .where(ImageBackupStorageRefVO.imageUuid == bindparam("uuid"),
+           ImageBackupStorageRefVO.status == "Ready",
+           BackupStorageVO.state == "Enabled", BackupStorageVO.status == "Connected")
+    .order_by(BackupStorageVO.availableCapacity.desc()))
+_IMAGE_ON_BACKUP_STORAGE_IN_ZONE = _IMAGE_ON_BACKUP_STORAGE.where(
+    BackupStorageZoneRefVO.zoneUuid == bindparam("zone"))
+_VOLUMES, _VMS = table_of(VolumeVO), table("VmInstanceVO")
+_INSERT_RESOURCE, _INSERT_VOLUME = insert(table_of(ResourceVO)), insert(_VOLUMES)
+_SET_ROOT_VOLUME = update(_VMS).where(_VMS.c.uuid == bindparam("vm_uuid"))
+_CACHED_IMAGE = select(ImageCacheVO.installUrl).where(
+    ImageCacheVO.primaryStorageUuid == bindparam("ps"), ImageCacheVO.imageUuid == bindparam("image"))
+_SET_VOLUME_READY = update(_VOLUMES).where(_VOLUMES.c.uuid == bindparam("volume_uuid"))
+
+
 def select_image(session: Session, vm: VmSpec) -> tuple[ImageTO, list[str]]:
     """The VM's image, a Ready backup storage holding it, and the zones where one is."""
-    image = session.get(ImageVO, vm.imageUuid, options=[lazyload("*")])
+    connection = session.connection()
+    image = connection.execute(_IMAGE, {"uuid": vm.imageUuid}).first()
     if image is None:
         raise ZError(INVALID_ARGUMENT, "invalid argument",
                      f"image {vm.imageUuid} of VM '{vm.name}' does not exist (any more)")
@@ -95,25 +121,19 @@ def select_image(session: Session, vm: VmSpec) -> tuple[ImageTO, list[str]]:
         raise ZError(INVALID_ARGUMENT, "image not usable",
                      f"image '{image.name}' ({image.uuid}) is a {image.mediaType}; only "
                      "RootVolumeTemplate images can make a root volume")
-    query = (select(ImageBackupStorageRefVO, BackupStorageZoneRefVO.zoneUuid)
-             .join(BackupStorageVO,
-                   BackupStorageVO.uuid == ImageBackupStorageRefVO.backupStorageUuid)
-             .join(BackupStorageZoneRefVO,
-                   BackupStorageZoneRefVO.backupStorageUuid == BackupStorageVO.uuid)
-             .where(ImageBackupStorageRefVO.imageUuid == image.uuid,
-                    ImageBackupStorageRefVO.status == "Ready",
-                    BackupStorageVO.state == "Enabled", BackupStorageVO.status == "Connected"))
-    if vm.zoneUuid is not None:
-        query = query.where(BackupStorageZoneRefVO.zoneUuid == vm.zoneUuid)
-    found = session.execute(query.order_by(BackupStorageVO.availableCapacity.desc())).all()
+    if vm.zoneUuid is None:
+        found = connection.execute(_IMAGE_ON_BACKUP_STORAGE, {"uuid": image.uuid}).all()
+    else:
+        found = connection.execute(_IMAGE_ON_BACKUP_STORAGE_IN_ZONE,
+                                   {"uuid": image.uuid, "zone": vm.zoneUuid}).all()
     if not found:
         where = f"zone {vm.zoneUuid}" if vm.zoneUuid else "any zone"
         raise ZError(BS_ALLOCATION_FAILED, "no backup storage holds the image",
                      f"image '{image.name}' ({image.uuid}) is on no Enabled, Connected backup "
                      f"storage attached to {where}; attach or reconnect a backup storage that "
                      "holds it")
-    ref = found[0][0]
-    zones = sorted({z for _, z in found})
+    ref = found[0]
+    zones = sorted({row.zoneUuid for row in found})
     return ImageTO(image.uuid, image.name, image.size, image.actualSize, image.format,
                    image.mediaType, image.platform, image.guestOsType, image.architecture,
                    ref.backupStorageUuid, ref.installPath), zones
@@ -210,22 +230,29 @@ def volume_name(vm_name: str, plan: VolumePlan) -> str:
 def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
                    plans: list[VolumePlan], ps_uuids: list[str]) -> list[VolumeTO]:
     types = {uuid: ps_info(session, uuid).type for uuid in set(ps_uuids)}
-    rows = []
+    # Core INSERTs (a ResourceVO and a VolumeVO row per volume, as add_resource writes
+    # them): the unit of work would cost more than the statements.
+    now, connection = utcnow(), session.connection()
+    volumes = []
     for plan, ps_uuid in zip(plans, ps_uuids, strict=True):
-        row = VolumeVO(name=volume_name(vm.name, plan), type=plan.type, size=plan.size,
-                       primaryStorageUuid=ps_uuid, vmInstanceUuid=vm_uuid,
-                       deviceId=plan.deviceId, diskOfferingUuid=plan.diskOfferingUuid,
-                       rootImageUuid=image.uuid if plan.type == "Root" else None,
-                       format=(image.format if plan.type == "Root" else "qcow2"),
-                       status="Creating", state="Enabled", actualSize=0,
-                       lastAttachDate=utcnow())
-        add_resource(session, row, VOLUME, owner_account_uuid=vm.accountUuid)
-        rows.append(row)
-    session.flush()
-    vms = table("VmInstanceVO")
-    session.execute(update(vms).where(vms.c.uuid == vm_uuid).values(
-        rootVolumeUuid=rows[0].uuid))
-    return [volume_to(row, types[row.primaryStorageUuid or ""]) for row in rows]
+        root = plan.type == "Root"
+        uuid, fmt = new_uuid(), (image.format if root else "qcow2")
+        values = {"uuid": uuid, "name": volume_name(vm.name, plan), "type": plan.type,
+                  "size": plan.size, "primaryStorageUuid": ps_uuid,
+                  "vmInstanceUuid": vm_uuid, "deviceId": plan.deviceId,
+                  "diskOfferingUuid": plan.diskOfferingUuid,
+                  "rootImageUuid": image.uuid if root else None,
+                  "format": fmt, "status": "Creating",
+                  "state": "Enabled", "actualSize": 0, "lastAttachDate": now,
+                  "createDate": now, "lastOpDate": now}
+        connection.execute(_INSERT_RESOURCE, {
+            "uuid": uuid, "resourceName": values["name"], "resourceType": VOLUME,
+            "ownerAccountUuid": vm.accountUuid, "createDate": now})
+        connection.execute(_INSERT_VOLUME, values)
+        volumes.append(VolumeTO(uuid, plan.type, plan.deviceId, plan.size, ps_uuid, None,
+                                fmt or "qcow2", types[ps_uuid], False))
+    connection.execute(_SET_ROOT_VOLUME, {"vm_uuid": vm_uuid, "rootVolumeUuid": volumes[0].uuid})
+    return volumes
 
 
 def delete_volume_rows(session: Session, vm_uuid: str, uuids: list[str]) -> None:
@@ -257,8 +284,7 @@ class AllocateVolumes(Step):
 async def image_cache(node: Node, ps_uuid: str, host: HostInfo, image: ImageTO) -> str:
     """The url of ``image`` in the image cache of ``ps_uuid``, copied there if it is not."""
     def cached(session: Session) -> str | None:
-        return session.scalar(select(ImageCacheVO.installUrl).where(
-            ImageCacheVO.primaryStorageUuid == ps_uuid, ImageCacheVO.imageUuid == image.uuid))
+        return session.scalar(_CACHED_IMAGE, {"ps": ps_uuid, "image": image.uuid})
 
     def record(session: Session, url: str) -> None:
         session.add(ImageCacheVO(primaryStorageUuid=ps_uuid, imageUuid=image.uuid,
@@ -291,13 +317,11 @@ def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int],
                hosts: dict[str, str]) -> None:
     """Volumes ``Ready`` at their paths; ``hosts`` names the host of those on storage local
     to hosts."""
+    connection = session.connection()
     for uuid, path in paths.items():
-        row = session.get(VolumeVO, uuid)
-        if row is not None:
-            row.installPath = path
-            row.status = "Ready"
-            row.actualSize = actual.get(uuid, 0)
-            row.hostUuid = hosts.get(uuid)
+        connection.execute(_SET_VOLUME_READY, {
+            "volume_uuid": uuid, "installPath": path, "status": "Ready",
+            "actualSize": actual.get(uuid, 0), "hostUuid": hosts.get(uuid)})
 
 
 _CREATED = "_storage_created_volumes"
