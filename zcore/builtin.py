@@ -43,5 +43,7 @@ def zcore_api_messages() -> Iterator[ApiMessage]:
 @hookimpl
 def zcore_global_configs() -> Iterator[GlobalConfigOption]:
     from zcore.gc import global_configs
+    from zcore.rest import global_configs as rest_global_configs
 
     yield from global_configs()
+    yield from rest_global_configs()

@@ -35,12 +35,13 @@ from zcore.api import (
 from zcore.db import is_uuid, new_uuid
 from zcore.errors import INTERNAL, INVALID_ARGUMENT, ZError
 from zcore.query import parse_condition
+from zcore.records import GlobalConfigOption
 
 if TYPE_CHECKING:
     from zcore.node import Node
 
-__all__ = ["JOB_RETENTION", "PREFIXES", "REST", "ApiJobs", "RestServer", "add_rest_routes",
-           "route_groups"]
+__all__ = ["JOB_RETENTION", "POLL_WAIT", "PREFIXES", "REST", "ApiJobs", "RestServer",
+           "add_rest_routes", "global_configs", "route_groups"]
 
 log = logging.getLogger("zcore.rest")
 
@@ -48,6 +49,18 @@ PREFIXES = ("/zstack/v1", "/v1")
 
 #: Seconds a finished job's result stays available to polls.
 JOB_RETENTION = 6 * 3600.0
+#: Global configuration ``rest.jobPollWait``: how long a poll of a running job waits for
+#: its end before answering 202.
+POLL_WAIT = ("rest", "jobPollWait")
+
+
+def global_configs() -> list[GlobalConfigOption]:
+    """The REST server's settings, declared by the core plugin."""
+    return [GlobalConfigOption(
+        *POLL_WAIT, float, 1.0,
+        "Seconds a poll of a running API job (GET /zstack/v1/api-jobs/{uuid}) waits for the "
+        "job to end before it answers 202; it answers as soon as the job ends. 0 answers at "
+        "once", min=0, max=60)]
 
 _HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _encoder = msgspec.json.Encoder()
@@ -364,7 +377,16 @@ class RestServer:
                                           f"no API job {request.match_info['uuid']} is known "
                                           "(unknown, or its result expired)").to_dict()}, 404)
         if not job.done.is_set():
-            return _json({}, 202)
+            # A long poll: answer when the job ends, or 202 after rest.jobPollWait seconds.
+            # Clients polling in a loop then make one or two requests per job instead of
+            # dozens, and learn the end at once rather than at their next poll.
+            wait = float(self.node.global_config.get(*POLL_WAIT))
+            if wait <= 0:
+                return _json({}, 202)
+            try:
+                await asyncio.wait_for(job.done.wait(), wait)
+            except TimeoutError:
+                return _json({}, 202)
         if job.error is not None:
             return _error(job.error, 503)
         return _json(job.body)

@@ -160,6 +160,33 @@ async def test_a_job_is_202_while_running_then_200(api_client: Any) -> None:
     assert status == 200 and result == {"name": "g1", "schema": {}}
 
 
+async def test_a_poll_of_a_running_job_answers_as_soon_as_it_ends(api_client: Any) -> None:
+    client = await api_client(("gates", gates))
+    await client.call("UpdateGlobalConfig", category="rest", name="jobPollWait", value="30")
+    status, body = await client.request("PUT", "/test-gates/g5/actions", json={
+        "waitForGate": {}})
+    assert status == 202
+    poll = asyncio.ensure_future(client.http.get(body["location"]))
+    await asyncio.sleep(0.2)
+    assert not poll.done()  # it waits for the job rather than answering 202
+    GATE.setdefault("g5", asyncio.Event()).set()
+    async with await asyncio.wait_for(poll, 10) as reply:
+        assert reply.status == 200
+        assert await reply.json() == {"name": "g5", "schema": {}}
+
+
+async def test_with_no_poll_wait_a_poll_answers_202_at_once(api_client: Any) -> None:
+    client = await api_client(("gates", gates))
+    await client.call("UpdateGlobalConfig", category="rest", name="jobPollWait", value="0")
+    _status, body = await client.request("PUT", "/test-gates/g6/actions", json={
+        "waitForGate": {}})
+    async with client.http.get(body["location"]) as reply:
+        assert reply.status == 202 and await reply.json() == {}
+    GATE.setdefault("g6", asyncio.Event()).set()
+    status, _result = await client.poll(body["location"])
+    assert status == 200
+
+
 async def test_a_failed_job_answers_503_with_the_error(api_client: Any) -> None:
     client = await api_client(("gates", gates))
     GATE.setdefault("g2", asyncio.Event()).set()
