@@ -20,7 +20,6 @@ core's base revision ``zcore_0001`` (see :meth:`Database.upgrade`).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 import os
@@ -128,6 +127,8 @@ def _is_deadlock(exc: DBAPIError) -> bool:
 
 #: At most this many queued transactions commit as one (:class:`_GroupCommit`).
 GROUP_COMMIT_MAX = 64
+#: At most this many queued reads share one read transaction (:class:`_Reader`).
+READ_BATCH_MAX = 64
 _MIGRATION_LOCK_WAIT = 600  # seconds a node waits for another one's migrations
 
 
@@ -450,120 +451,196 @@ class _GroupCommit:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="zcore-db_0", daemon=True)
         self._thread.start()
 
-    def submit(self, work: _Work) -> None:
-        self._queue.put(work)
+    def submit(self, call: _Call) -> None:
+        self._queue.put(call)
 
     def shutdown(self) -> None:
         self._queue.put(None)
         self._thread.join()
 
     def _serve(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while len(group) < GROUP_COMMIT_MAX:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
-            if len(group) == 1:
-                first.run_alone(self._database)
-            else:
-                self._run_group(group)
+        for group in _batches(self._queue, GROUP_COMMIT_MAX):
+            outcomes: list[_Outcome] = []
+            try:
+                if len(group) == 1:
+                    outcomes.append(group[0].run_alone(self._database))
+                elif not self._run_all_or_none(group, outcomes):
+                    self._run_each_in_savepoint(group, outcomes)
+            except BaseException as exc:
+                done = {id(o[0]) for o in outcomes}
+                outcomes += [(c, None, exc) for c in group if id(c) not in done]
+                raise
+            finally:
+                _wake(outcomes)
 
-    def _run_group(self, group: list[_Work]) -> None:
-        if not self._run_all_or_none(group):
-            self._run_each_in_savepoint(group)
-
-    def _run_all_or_none(self, group: list[_Work]) -> bool:
+    def _run_all_or_none(self, group: list[_Call], outcomes: list[_Outcome]) -> bool:
         """The group in one transaction without savepoints, the usual case: whether it
-        committed (each caller then has its outcome). When a function raises or the commit
-        fails, everything is rolled back and nobody has an outcome yet: False."""
+        committed (``outcomes`` then has each one's result). When a function raises or the
+        commit fails, everything is rolled back and nobody has an outcome yet: False."""
         results: list[Any] = []
         try:
             with self._database._sessions.begin() as session:
-                for work in group:
-                    results.append(work.call(session))
+                for call in group:
+                    results.append(call.call(session))
                     session.flush()
                     session.expunge_all()
         except Exception:  # noqa: BLE001 - the savepoint run gives each its own fate
             return False
-        except BaseException as exc:
-            for work in group:
-                work.fail(exc)
-            raise
-        for work, result in zip(group, results, strict=True):
-            work.succeed(result)
+        outcomes += [(call, result, None) for call, result in zip(group, results, strict=True)]
         return True
 
-    def _run_each_in_savepoint(self, group: list[_Work]) -> None:
-        outcomes: list[tuple[_Work, Any, BaseException | None]] = []
+    def _run_each_in_savepoint(self, group: list[_Call], outcomes: list[_Outcome]) -> None:
+        these: list[_Outcome] = []
         try:
             with self._database._sessions.begin() as session:
-                for work in group:
+                for call in group:
                     try:
                         with session.begin_nested():
-                            result = work.call(session)
-                        outcomes.append((work, result, None))
+                            result = call.call(session)
+                        these.append((call, result, None))
                     except Exception as exc:  # noqa: BLE001 - it is that caller's error
-                        outcomes.append((work, None, exc))
+                        these.append((call, None, exc))
                     session.expunge_all()
         except Exception:  # noqa: BLE001 - see below
             # The group could not commit (or one function's error ended the transaction
             # itself): nothing of it holds, so each runs again alone and meets its own fate.
-            for work in group:
-                work.run_alone(self._database)
+            outcomes += [call.run_alone(self._database) for call in group]
             return
-        except BaseException as exc:
-            for work in group:
-                work.fail(exc)
-            raise
-        for work, result, error in outcomes:
-            if error is None:
-                work.succeed(result)
-            else:
-                work.fail(error)
+        outcomes += these
 
 
-class _Work:
-    """A transaction function with its arguments, its caller's context and future."""
+def _batches(source: queue.SimpleQueue[_Call | None], limit: int) -> Iterator[list[_Call]]:
+    """What waits in ``source`` (at least one, at most ``limit``), batch after batch, until
+    ``None`` arrives (the batch before it still comes)."""
+    while True:
+        first = source.get()
+        if first is None:
+            return
+        batch, stop = [first], False
+        while len(batch) < limit:
+            try:
+                more = source.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                stop = True
+                break
+            batch.append(more)
+        yield batch
+        if stop:
+            return
 
-    __slots__ = ("args", "context", "fn", "future", "kwargs")
+
+class _Call:
+    """A transaction function with its arguments, its caller's context, event loop and
+    (asyncio) future, run by a worker thread (:class:`_GroupCommit`, :class:`_Reader`)."""
+
+    __slots__ = ("args", "context", "fn", "future", "kwargs", "loop")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 context: contextvars.Context) -> None:
-        self.fn, self.args, self.kwargs, self.context = fn, args, kwargs, context
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+                 context: contextvars.Context, loop: asyncio.AbstractEventLoop) -> None:
+        self.fn, self.args, self.kwargs, self.context, self.loop = fn, args, kwargs, context, loop
+        self.future: asyncio.Future[Any] = loop.create_future()
 
     def call(self, session: Session) -> Any:
         return self.context.run(self.fn, session, *self.args, **self.kwargs)
 
-    def run_alone(self, database: Database) -> None:
+    def run_alone(self, database: Database) -> _Outcome:
         try:
             result = self.context.run(database._transaction, self.fn, self.args, self.kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            return self, None, exc
+        return self, result, None
+
+
+#: A call, and its result or error.
+_Outcome = tuple[_Call, Any, BaseException | None]
+
+
+class _Reader:
+    """One worker thread that runs read-only transaction functions (:meth:`Database.read`)
+    on a SQLite connection of its own, next to the writer.
+
+    In WAL mode a reader neither waits for the writer nor holds it up, and sees every
+    transaction committed before its own began. The functions queued meanwhile (up to
+    :data:`READ_BATCH_MAX`) run one after the other in one read transaction, whose snapshot
+    is taken after all of them were queued, so each sees every transaction committed before
+    it was called; between two functions the session forgets every object. One function
+    raising ends that transaction, and the next ones begin another. The callers of a batch
+    are woken by one call into their event loop rather than one each: waking a loop from
+    another thread costs more than a short read.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="zcore-db-read", daemon=True)
+        self._thread.start()
+
+    def submit(self, read: _Call) -> None:
+        self._queue.put(read)
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        for batch in _batches(self._queue, READ_BATCH_MAX):
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Call]) -> None:
+        outcomes: list[_Outcome] = []
+        try:
+            session = self._sessions()
+            for read in batch:
+                if read.future.cancelled():  # its caller is gone; nobody wants it
+                    continue
+                try:
+                    result = read.call(session)
+                except Exception as exc:  # noqa: BLE001 - it is that caller's error
+                    outcomes.append((read, None, exc))
+                    session.close()  # rolls back; the next one begins anew
+                    session = self._sessions()
+                    continue
+                outcomes.append((read, result, None))
+                session.expunge_all()
+            session.close()  # ends the read transaction: nothing was written
+        except BaseException as exc:
+            # The session itself failed: whoever has no outcome yet gets its error, and
+            # the thread goes on serving (unless the process is exiting).
+            done = {id(o[0]) for o in outcomes}
+            outcomes += [(r, None, exc) for r in batch if id(r) not in done]
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            _wake(outcomes)
+
+
+def _wake(outcomes: list[_Outcome]) -> None:
+    """Hand each call its outcome in its event loop, with one wake-up per loop: waking a
+    loop from another thread costs more than a short transaction."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    for read, result, error in outcomes:
+        if read.future.done():  # cancelled meanwhile
+            continue
+        if error is None:
+            read.future.set_result(result)
         else:
-            self.succeed(result)
-
-    def succeed(self, result: Any) -> None:
-        if self.future.set_running_or_notify_cancel():
-            self.future.set_result(result)
-
-    def fail(self, exc: BaseException) -> None:
-        if self.future.set_running_or_notify_cancel():
-            self.future.set_exception(exc)
+            read.future.set_exception(error)
 
 
 class Database:
@@ -592,13 +669,17 @@ class Database:
     as PostgreSQL's default, so the backends behave alike.
     """
 
-    def __init__(self, engine: Engine, *, threads: int) -> None:
+    def __init__(self, engine: Engine, *, threads: int,
+                 read_engine: Engine | None = None) -> None:
         self._engine = engine
         self._threads = threads
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "before_flush", _sync_resource_names)
         # One writer at a time (SQLite): transactions that queue meanwhile commit as one.
         self._group: _GroupCommit | None = _GroupCommit(self) if threads == 1 else None
+        # SQLite files: reads on a read-only connection of their own, beside the writer.
+        self._read_engine = read_engine
+        self._reader = _Reader(read_engine) if read_engine is not None else None
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zcore-db")
         self._closed = False
 
@@ -654,9 +735,9 @@ class Database:
                             "plain function, which it runs in a worker thread")
         ctx = contextvars.copy_context()
         if self._group is not None:
-            work = _Work(fn, args, kwargs, ctx)
-            self._group.submit(work)
-            return await asyncio.wrap_future(work.future)  # type: ignore[no-any-return]
+            call = _Call(fn, args, kwargs, ctx, asyncio.get_running_loop())
+            self._group.submit(call)
+            return await call.future  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, ctx.run, self._transaction, fn, args, kwargs
@@ -673,6 +754,33 @@ class Database:
         if self._closed:
             raise RuntimeError(f"database {self.masked_url} is closed")
         return self._transaction(fn, args, kwargs)
+
+    async def read(
+        self,
+        fn: Callable[Concatenate[Session, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """As :meth:`run`, for a function that only reads: a query, a lookup.
+
+        ``fn`` sees every transaction committed before the call, as with :meth:`run`. On a
+        SQLite file it runs on a read-only connection of its own (a write fails with
+        ``attempt to write a readonly database``), in a thread beside the writer's, so it
+        neither waits for writes nor holds them up, and reads queued together share one
+        transaction and one wake-up of the event loop. Elsewhere it is :meth:`run`, and
+        ``fn`` must not write all the same.
+        """
+        if self._reader is None:
+            return await self.run(fn, *args, **kwargs)
+        if self._closed:
+            raise RuntimeError(f"database {self.masked_url} is closed")
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{fn.__qualname__} is a coroutine function; Database.read needs "
+                            "a plain function, which it runs in a worker thread")
+        read = _Call(fn, args, kwargs, contextvars.copy_context(), asyncio.get_running_loop())
+        self._reader.submit(read)
+        return await read.future  # type: ignore[no-any-return]
 
     def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> T:
@@ -910,8 +1018,12 @@ class Database:
     def _shutdown(self) -> None:
         if self._group is not None:
             self._group.shutdown()
+        if self._reader is not None:
+            self._reader.shutdown()
         self._executor.shutdown(wait=True)
         self._engine.dispose()
+        if self._read_engine is not None:
+            self._read_engine.dispose()
 
 
 def _describe(sources: list[Migrations]) -> list[str]:
@@ -931,7 +1043,8 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
     every statement.
 
     SQLite files are opened in WAL mode with ``synchronous=NORMAL``, foreign keys enforced
-    and a 30 s busy timeout. Nothing connects until the first use.
+    and a 30 s busy timeout; :meth:`Database.read` has one more thread and a read-only
+    connection of its own. Nothing connects until the first use.
     """
     try:
         parsed = make_url(url)
@@ -945,6 +1058,7 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
     if threads < 1:
         raise StartupError(f"database threads must be at least 1, not {threads}")
     options: dict[str, Any] = {"echo": echo}
+    read_engine: Engine | None = None
 
     if backend == "sqlite":
         database = parsed.database or ""
@@ -968,6 +1082,9 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
             options.update(pool_size=threads, max_overflow=_POOL_OVERFLOW)
         engine = create_engine(parsed, **options)
         _configure_sqlite(engine, wal=not memory)
+        if not memory:
+            read_engine = create_engine(parsed, echo=echo, pool_size=1, max_overflow=1)
+            _configure_sqlite(read_engine, wal=False, read_only=True)
     else:
         options.update(pool_size=threads, max_overflow=_POOL_OVERFLOW, pool_recycle=3600)
         if backend in ("mysql", "mariadb"):
@@ -979,10 +1096,13 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
                 f"cannot use the database URL {parsed.render_as_string(hide_password=True)}: "
                 f"{type(exc).__name__}: {exc}; install the driver it names (psycopg for "
                 "postgresql+psycopg, pymysql for mysql+pymysql)") from exc
-    return Database(engine, threads=threads)
+    return Database(engine, threads=threads, read_engine=read_engine)
 
 
-def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+def _configure_sqlite(engine: Engine, *, wal: bool, read_only: bool = False) -> None:
+    """``read_only``: the connections refuse writes and begin deferred transactions, whose
+    snapshot starts at their first read (the writer's connections set up WAL mode)."""
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         # Take transaction control from the sqlite3 module (which would not BEGIN before
@@ -996,12 +1116,16 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
                 _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
         finally:
             cursor.close()
 
+    begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def _enable_wal(cursor: Any) -> None:
