@@ -480,19 +480,32 @@ def format_time(value: datetime) -> str:
 def to_wire(body: Any) -> tuple[Any, dict[str, str]]:
     """The reply body as JSON-ready values and its ``schema`` map, parents first."""
     schema: dict[str, str] = {}
+    return _walk(body, "", schema), schema
 
-    def walk(value: Any, path: str) -> Any:
-        if isinstance(value, Inventory) and path:
-            schema[path] = value.server_class
-        if isinstance(value, dict):
-            return {k: walk(v, f"{path}.{k}" if path else k) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, datetime):
-            return format_time(value)
-        return value
 
-    return walk(body, ""), schema
+def _walk(value: Any, path: str, schema: dict[str, str]) -> Any:
+    # A module function, not a closure over itself: that would be a reference cycle per
+    # reply, left for the garbage collector.
+    if isinstance(value, Inventory) and path:
+        schema[path] = value.server_class
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            # Plain values, most of an inventory, go as they are without a path.
+            if type(v) in _PLAIN:
+                out[k] = v
+            else:
+                out[k] = _walk(v, f"{path}.{k}" if path else k, schema)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [v if type(v) in _PLAIN else _walk(v, f"{path}[{i}]", schema)
+                for i, v in enumerate(value)]
+    if isinstance(value, datetime):
+        return format_time(value)
+    return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _columns(model: type) -> list[str]:
@@ -806,7 +819,7 @@ class ApiService:
             return _Visibility({r[0] for r in rows}, {r[0]: r[2] for r in rows},
                                {r[0]: r[1] for r in rows})
 
-        seen = await self.node.db.run(look)
+        seen = await self.node.db.read(look)
         api = type(msg).api_name
         for param, item in wanted:
             kind = seen.types.get(item)
@@ -884,7 +897,7 @@ class ApiService:
             result = engine.run(session, query, account_uuid=account)
             return self.inventories(session, resource, result.rows), result.total
 
-        inventories, total = await self.node.db.run(run)
+        inventories, total = await self.node.db.read(run)
         if fields:
             inventories = [Inventory(inv.server_class, {k: inv[k] for k in fields if k in inv})
                            for inv in inventories]

@@ -10,6 +10,7 @@ serves HTTP; :meth:`Node.stop` undoes it in reverse.
 from __future__ import annotations
 
 import asyncio
+import gc as python_gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -37,6 +38,14 @@ from zcore.web import NODE, health
 __all__ = ["Node", "check", "create_node", "serve"]
 
 log = logging.getLogger("zcore.node")
+
+#: The garbage collector's thresholds while a node serves (Python's are 700, 10, 10). With
+#: many requests in flight, their objects outlive many young collections, and with Python's
+#: defaults the middle generation and frequent full collections traverse them again and
+#: again: a third of the time of a cheap API call with 1,000 clients. Reference counting
+#: frees almost all of them anyway, so the middle generation is collected a hundred times
+#: less often; the young one keeps its size, which its traversal's speed depends on.
+GC_THRESHOLDS = (700, 1000, 100)
 
 
 class _Static:
@@ -237,7 +246,17 @@ async def serve(settings: Settings, *, plugins: PluginSet | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    _settle_heap()
     try:
         await stop.wait()
     finally:
         await node.stop()
+
+
+def _settle_heap() -> None:
+    """Once the node serves: what start-up made (modules, models, plugins, routes) lives as
+    long as the process, so no collection needs to look at it again; and the older
+    generations are collected less often (:data:`GC_THRESHOLDS`)."""
+    python_gc.collect()
+    python_gc.freeze()
+    python_gc.set_threshold(*GC_THRESHOLDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,16 @@ async def test_two_nodes_share_database_and_broker(make_node: MakeNode) -> None:
     await b.stop()
     rows = await a.db.run(lambda s: set(s.scalars(select(ManagementNodeVO.uuid))))
     assert rows == {a.uuid}
+
+
+def test_a_serving_node_keeps_start_up_objects_out_of_garbage_collections() -> None:
+    from zcore.node import GC_THRESHOLDS, _settle_heap
+
+    before = gc.get_threshold()
+    try:
+        _settle_heap()  # what serve() does once the node serves
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

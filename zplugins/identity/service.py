@@ -318,7 +318,7 @@ class IdentityService:
         if not is_uuid(session_uuid):
             raise _unknown(session_uuid)
         generation = self._generation
-        live = await self.node.db.run(_find_session, session_uuid)
+        live = await self.node.db.read(_find_session, session_uuid)
         if live is None:
             raise _unknown(session_uuid)
         if live.expired <= self.now():
