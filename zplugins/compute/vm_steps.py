@@ -161,8 +161,8 @@ class StartOnHypervisor(Step):
     async def run(self, ctx: FlowContext) -> None:
         node: Node = ctx.services
         host: HostInfo = ctx["host"]
-        to = await node.db.run(_vm_to, node, ctx["vm_uuid"], list(ctx["volumes"]),
-                               list(ctx["nics"]))
+        to = await node.db.read(_vm_to, node, ctx["vm_uuid"], list(ctx["volumes"]),
+                                list(ctx["nics"]))
         driver = hypervisor_of(node, host.hypervisorType)
         ctx["vm_started_on"] = host
         await on_host(node, host.uuid, lambda: driver.start_vm(node, host, to))

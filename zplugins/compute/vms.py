@@ -114,7 +114,7 @@ async def _reply(ctx: ApiContext, uuid: str) -> dict[str, Any]:
     def read(session: Session) -> Any:
         return ctx.node.api.inventories(session, VM, [read_vm_row(session, uuid)])[0]
 
-    return {"inventory": await ctx.run(read)}
+    return {"inventory": await ctx.node.db.read(read)}
 
 
 def _begin(session: Session, uuid: str, operation: str, transient: str | None) -> str:
@@ -329,7 +329,7 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
                           allocatorStrategy=offering_strategy, hostname=hostname,
                           staticIps=static_ips)
 
-        return await ctx.run(look)
+        return await ctx.node.db.read(look)
 
     def _size(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)) or \

@@ -150,7 +150,7 @@ class PlanNetworks(Step):
                                     l3.uuid == default, static))
             return plans
 
-        plans = await ctx.services.db.run(plan)
+        plans = await ctx.services.db.read(plan)
         condition = l2_host_condition([p.l2NetworkUuid for p in plans])
         if condition is not None:
             ctx["host_conditions"].append(condition)

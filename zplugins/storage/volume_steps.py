@@ -144,7 +144,7 @@ class SelectBackupStorage(Step):
     provides = ("image",)
 
     async def run(self, ctx: FlowContext) -> None:
-        image, zones = await _node(ctx).db.run(select_image, ctx["vm"])
+        image, zones = await _node(ctx).db.read(select_image, ctx["vm"])
         ctx["image"] = image
         conditions = ctx.get("host_conditions")
         if conditions is not None:
@@ -306,7 +306,7 @@ async def image_cache(node: Node, ps_uuid: str, host: HostInfo, image: ImageTO) 
         return url
 
     # Cached already (the usual case): no need to queue behind other creations.
-    url = await node.db.run(cached)
+    url = await node.db.read(cached)
     if url is not None:
         return url
     # One copy per storage and image, however many VMs are created from it at once.
@@ -339,7 +339,7 @@ class InstantiateVolumes(Step):
         done: list[VolumeTO] = []
         local: dict[str, str] = {}
         for volume in ctx["volumes"]:
-            ps = await node.db.run(ps_info, volume.primaryStorageUuid)
+            ps = await node.db.read(ps_info, volume.primaryStorageUuid)
             driver = ps_driver(node, ps)
             if driver.host_local:
                 local[volume.uuid] = host.uuid
