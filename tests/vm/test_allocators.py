@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from zcore.api import SYSTEM
-from zcore.db import add_resource, new_uuid
+from zcore.db import ResourceVO, add_resource, new_uuid, utcnow
 from zcore.errors import ZError
 from zcore.flow import FlowContext
 from zcore.node import Node
@@ -26,6 +26,7 @@ from zplugins.compute.allocators import (
     LastHostPreferredAllocatorStrategy,
     LeastVmPreferredHostAllocatorStrategy,
     MigrateVmAllocatorStrategy,
+    MinimumCPUUsageHostAllocatorStrategy,
     release_host,
 )
 from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO, ZoneVO
@@ -90,7 +91,7 @@ async def set_free(node: Node, host: str, cpu: int, memory: int) -> None:
 
 
 async def free(node: Node, host: str) -> tuple[int, int]:
-    row = await node.db.run(lambda s: s.get(HostVO, host))
+    row = await node.db.run(lambda s: s.get_one(HostVO, host))
     return row.availableCpuCapacity, row.availableMemoryCapacity
 
 
@@ -266,13 +267,228 @@ async def test_allocate_host_step_uses_the_vm_strategy(make_node: Any) -> None:
     vm = await add_vm(node, None, state="Starting")
 
     def prefer_least_vms(session: Session) -> None:
-        session.get(VmInstanceVO, vm).allocatorStrategy = \
+        session.get_one(VmInstanceVO, vm).allocatorStrategy = \
             "LeastVmPreferredHostAllocatorStrategy"
 
     await node.db.run(prefer_least_vms)
     ctx = FlowContext("vm-start", {"vm_uuid": vm, "host_conditions": []}, node)
     await AllocateHost().run(ctx)
     assert ctx["host"].uuid == h1
+
+
+async def test_minimum_cpu_usage_takes_the_most_free_cpu(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 60, 20 * GiB)
+    await set_free(node, h2, 40, 30 * GiB)
+    assert await allocate(node, MinimumCPUUsageHostAllocatorStrategy()) == h1
+    assert await allocate(node, DefaultHostAllocatorStrategy()) == h2
+
+
+async def test_identical_hosts_take_one_vm_each_in_turn(make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [hosts] = await world(node, 6)
+    strategy = DefaultHostAllocatorStrategy()
+    chosen = [await allocate(node, strategy) for _ in range(12)]
+    # The host just chosen has less room than its peers: each takes one VM, then again.
+    assert sorted(chosen[:6]) == sorted(hosts) and chosen[6:] == chosen[:6]
+
+
+async def test_hosts_with_more_room_that_do_not_qualify_are_passed_over(
+        make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[disabled, disconnected, kvm_elsewhere, fits, smaller], [in_disabled_cluster]] = \
+        await world(node, 5, 1)
+    for memory, host in enumerate((smaller, fits, kvm_elsewhere, disconnected, disabled,
+                                   in_disabled_cluster), start=10):
+        await set_free(node, host, 80, memory * GiB)
+    other = (await node.db.run(lambda s: s.get_one(HostVO, in_disabled_cluster))).clusterUuid
+
+    def spoil(session: Session) -> None:
+        session.execute(update(HostVO).where(HostVO.uuid == disabled).values(state="Disabled"))
+        session.execute(update(HostVO).where(HostVO.uuid == disconnected)
+                        .values(status="Disconnected"))
+        session.execute(update(HostVO).where(HostVO.uuid == kvm_elsewhere)
+                        .values(hypervisorType="Xen"))
+        session.execute(update(ClusterVO).where(ClusterVO.uuid == other)
+                        .values(state="Disabled"))
+
+    await node.db.run(spoil)
+    strategy = DefaultHostAllocatorStrategy()
+    assert await allocate(node, strategy, hypervisorType="KVM") == fits
+    details = await no_host(node, strategy, hypervisorType="KVM", memorySize=12 * GiB)
+    assert "12 GiB of memory free" in details
+
+
+# --------------------------------------------------------------------------- scale
+
+#: The allocation plans depend on each database's planner: those tests run on every backend
+#: that --db selects, --db-everywhere or not.
+EVERY_BACKEND = pytest.mark.parametrize(
+    "database_backend", ["sqlite", "postgresql", "mariadb"], indirect=True)
+
+
+@pytest.fixture
+def selected_backend(request: pytest.FixtureRequest, database_backend: str) -> str:
+    chosen = {name.strip().lower() for name in str(request.config.getoption("--db")).split(",")}
+    if database_backend not in chosen and "all" not in chosen:
+        pytest.skip(f"--db does not select {database_backend}")
+    return database_backend
+
+
+async def copy_hosts(node: Node, template: str, count: int, *, analyze: bool = True) -> None:
+    """``count`` Connected hosts like ``template``, each with a little less memory free,
+    written in bulk; then (``analyze``) the statistics a server has once autovacuum (or
+    InnoDB) saw them."""
+
+    def insert_many(session: Session) -> None:
+        host = session.get_one(HostVO, template)
+        row = {c.key: getattr(host, c.key) for c in HostVO.__table__.columns}
+        now = utcnow()
+        uuids = [new_uuid() for _ in range(count)]
+        session.execute(insert(ResourceVO), [
+            {"uuid": u, "resourceName": f"many{i}", "resourceType": "HostVO",
+             "createDate": now} for i, u in enumerate(uuids, start=1)])
+        session.execute(insert(HostVO), [
+            {**row, "uuid": u, "name": f"many{i}", "createDate": now, "lastOpDate": now,
+             "managementIp": f"10.200.{i >> 8 & 255}.{i & 255}", "status": "Connected",
+             "availableCpuCapacity": host.availableCpuCapacity - i % 7,
+             "availableMemoryCapacity": host.availableMemoryCapacity - (1 + i % 1000) * 2**20}
+            for i, u in enumerate(uuids, start=1)])
+
+    def statistics(session: Session) -> None:
+        statement = {"postgresql": 'ANALYZE "HostVO"'}.get(node.db.dialect,
+                                                           "ANALYZE TABLE HostVO")
+        result = session.connection().execute(text(statement))
+        if result.returns_rows:
+            result.all()
+
+    await node.db.run(insert_many)
+    if analyze and node.db.dialect != "sqlite":
+        await node.db.run(statistics)
+
+
+def _is_candidate_query(statement: str) -> bool:
+    return (statement.lstrip().upper().startswith("SELECT") and "LIMIT" in statement
+            and "ORDER BY" in statement and "HostVO" in statement)
+
+
+def explain(session: Session, statement: str, parameters: Any) -> str:
+    """How the database plans ``statement``: SQLite's plan lines; PostgreSQL's; MariaDB's
+    rows as ``table type key=... Extra``."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+        return "\n".join(str(r[-1]) for r in rows)
+    rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+    if dialect == "postgresql":
+        return "\n".join(str(r[0]) for r in rows)
+    # MariaDB, MySQL: id, select_type, table, type, possible_keys, key, ..., Extra
+    return "\n".join(f"{r[2]} {r[3]} key={r[5]} {r[-1]}" for r in rows)
+
+
+def plan_of(session: Session, strategy: HostAllocatorStrategy, request: HostRequest, *,
+            reservation: bool = False) -> str:
+    """The plan of the candidate query that ``strategy`` runs to allocate ``request`` (or,
+    ``reservation``, of the UPDATE that reserves the host)."""
+    conn = session.connection()
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if (statement.lstrip().upper().startswith("UPDATE") if reservation
+                else _is_candidate_query(statement)):
+            seen.append((statement, parameters))
+
+    event.listen(conn, "before_cursor_execute", capture)
+    try:
+        strategy.allocate(session, request)
+    finally:
+        event.remove(conn, "before_cursor_execute", capture)
+    return explain(session, *seen[0])
+
+
+def assert_walks(plan: str, dialect: str, index: str) -> None:
+    """``plan`` reads ``index`` from the most room down and sorts nothing."""
+    if dialect == "sqlite":
+        assert f"USING INDEX {index} (state=? AND status=?" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    elif dialect == "postgresql":
+        assert f'Index Scan Backward using "{index}"' in plan, plan
+        assert "Sort" not in plan and "Join" not in plan, plan
+    else:
+        assert plan.splitlines()[0].startswith("HostVO ") and f"key={index}" in plan, plan
+        assert "filesort" not in plan and "temporary" not in plan, plan
+
+
+@EVERY_BACKEND
+@pytest.mark.parametrize(("strategy", "index"), [
+    (DefaultHostAllocatorStrategy, "ix_HostVO_allocation_memory"),
+    (MinimumCPUUsageHostAllocatorStrategy, "ix_HostVO_allocation_cpu"),
+])
+async def test_allocation_walks_an_index_instead_of_sorting_every_host(
+        selected_backend: str, make_node: Any, strategy: type[HostAllocatorStrategy],
+        index: str) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[first]] = await world(node, 1)
+    await copy_hosts(node, first, 3000)
+    row = await node.db.run(lambda s: s.get_one(HostVO, first))
+    zone, cluster = row.zoneUuid, row.clusterUuid
+    # As the storage and network steps add them: clusters that reach the VM's resources.
+    request = HostRequest(cpuNum=1, memorySize=GiB, hypervisorType="KVM", conditions=(
+        HostVO.zoneUuid.in_([zone]),
+        HostVO.clusterUuid.in_(select(ClusterVO.uuid).where(ClusterVO.zoneUuid == zone)),
+        HostVO.clusterUuid.in_(select(ClusterVO.uuid).where(ClusterVO.uuid == cluster))))
+
+    plan = await node.db.run(plan_of, strategy(), request)
+
+    assert_walks(plan, node.db.dialect, index)
+
+
+@EVERY_BACKEND
+async def test_a_reservation_finds_its_host_by_primary_key_without_statistics(
+        selected_backend: str, make_node: Any) -> None:
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[first]] = await world(node, 1)
+    await copy_hosts(node, first, 3000, analyze=False)
+
+    plan = await node.db.run(plan_of, DefaultHostAllocatorStrategy(), HostRequest(
+        cpuNum=1, memorySize=GiB), reservation=True)
+
+    if node.db.dialect == "sqlite":
+        assert "USING INDEX sqlite_autoindex_HostVO_1 (uuid=?)" in plan, plan
+    elif node.db.dialect == "postgresql":
+        assert 'Index Scan using "pk_HostVO"' in plan, plan
+    else:
+        assert "key=PRIMARY" in plan, plan
+
+
+@EVERY_BACKEND
+async def test_creating_a_vm_walks_the_allocation_index(selected_backend: str,
+                                                        vm_cloud: Environment) -> None:
+    env = vm_cloud
+    # Hosts with less room than host1 and host2, which take the VM (they are simulated).
+    await copy_hosts(env.node, env.uuid("host1"), 3000)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if _is_candidate_query(statement) and "availableMemoryCapacity" in statement:
+            seen.append((statement, parameters))
+
+    engine = env.node.db.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        vm = await _create_vm(env)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert vm["hostUuid"] in {env.uuid("host1"), env.uuid("host2")}
+    assert seen, "no host allocation query was seen"
+
+    # With the storage and network plugins' conditions, which PostgreSQL and MariaDB
+    # would otherwise join from the small tables, sorting every host of the cluster.
+    plan = await env.node.db.run(explain, *seen[0])
+
+    assert_walks(plan, env.node.db.dialect, "ix_HostVO_allocation_memory")
 
 
 # --------------------------------------------------------------------------- end to end

@@ -49,7 +49,15 @@ class HostVO(ResourceMixin, Base):
     """
 
     __tablename__ = "HostVO"
-    __table_args__ = (Index("ix_HostVO_name", "name"),)
+    __table_args__ = (
+        Index("ix_HostVO_name", "name"),
+        # Host allocation walks one of these from the largest capacity down and stops at
+        # the first fitting hosts (zplugins.compute.allocators): no scan or sort of them all.
+        Index("ix_HostVO_allocation_memory", "state", "status", "availableMemoryCapacity",
+              "availableCpuCapacity", "uuid"),
+        Index("ix_HostVO_allocation_cpu", "state", "status", "availableCpuCapacity",
+              "availableMemoryCapacity", "uuid"),
+    )
 
     # No ON DELETE: the cascade deletes a cluster's hosts before the cluster.
     zoneUuid: Mapped[str] = mapped_column(String(32), ForeignKey("ZoneVO.uuid"), index=True)
