@@ -678,8 +678,12 @@ class Database:
         # One writer at a time (SQLite): transactions that queue meanwhile commit as one.
         self._group: _GroupCommit | None = _GroupCommit(self) if threads == 1 else None
         # SQLite files: reads on a read-only connection of their own, beside the writer.
+        # Servers: reads on connections in autocommit mode (see read()).
         self._read_engine = read_engine
-        self._reader = _Reader(read_engine) if read_engine is not None else None
+        sqlite = engine.dialect.name == "sqlite"
+        self._reader = _Reader(read_engine) if read_engine is not None and sqlite else None
+        self._autocommit = sessionmaker(read_engine, expire_on_commit=False, autoflush=False) \
+            if read_engine is not None and not sqlite else None
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zcore-db")
         self._closed = False
 
@@ -768,19 +772,33 @@ class Database:
         SQLite file it runs on a read-only connection of its own (a write fails with
         ``attempt to write a readonly database``), in a thread beside the writer's, so it
         neither waits for writes nor holds them up, and reads queued together share one
-        transaction and one wake-up of the event loop. Elsewhere it is :meth:`run`, and
-        ``fn`` must not write all the same.
+        transaction and one wake-up of the event loop. On PostgreSQL, MariaDB and MySQL it
+        runs in the worker threads on a connection in autocommit mode: under ``READ
+        COMMITTED`` each statement sees what was committed before it began, in a transaction
+        or not, so ``fn`` sees the same, without the round trips of ``BEGIN`` and ``COMMIT``.
+        On an in-memory SQLite database it is :meth:`run`. ``fn`` must not write.
         """
-        if self._reader is None:
+        if self._reader is None and self._autocommit is None:
             return await self.run(fn, *args, **kwargs)
         if self._closed:
             raise RuntimeError(f"database {self.masked_url} is closed")
         if inspect.iscoroutinefunction(fn):
             raise TypeError(f"{fn.__qualname__} is a coroutine function; Database.read needs "
                             "a plain function, which it runs in a worker thread")
+        if self._autocommit is not None:
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, ctx.run, self._read_autocommit, fn, args, kwargs)
+        assert self._reader is not None
         read = _Call(fn, args, kwargs, contextvars.copy_context(), asyncio.get_running_loop())
         self._reader.submit(read)
         return await read.future  # type: ignore[no-any-return]
+
+    def _read_autocommit(self, fn: Callable[..., T], args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> T:
+        assert self._autocommit is not None
+        with self._autocommit() as session:
+            return fn(session, *args, **kwargs)
 
     def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> T:
@@ -1091,6 +1109,10 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
             options["isolation_level"] = "READ COMMITTED"
         try:
             engine = create_engine(parsed, **options)
+            # Reads (Database.read), in autocommit mode: no transaction is ever left open
+            # on these connections, so none is rolled back when they return to the pool.
+            read_engine = create_engine(parsed, **{
+                **options, "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None})
         except Exception as exc:
             raise StartupError(
                 f"cannot use the database URL {parsed.render_as_string(hide_password=True)}: "
