@@ -12,6 +12,7 @@ of running the call twice. ``GET /zstack/v1/openapi.json`` describes every API.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -61,6 +62,17 @@ def global_configs() -> list[GlobalConfigOption]:
         "Seconds a poll of a running API job (GET /zstack/v1/api-jobs/{uuid}) waits for the "
         "job to end before it answers 202; it answers as soon as the job ends. 0 answers at "
         "once", min=0, max=60)]
+
+# A synchronous call's job uuid is never shown to anyone, so it need not be unguessable
+# like an asynchronous one's (which is what a poll presents): a random prefix per process
+# and a counter, instead of reading the system's random source for every call.
+_SYNC_JOB_PREFIX = new_uuid()[:16]
+_sync_job_numbers = itertools.count()
+
+
+def _sync_job_uuid() -> str:
+    return f"{_SYNC_JOB_PREFIX}{next(_sync_job_numbers) & 0xFFFFFFFFFFFFFFFF:016x}"
+
 
 _HANDLER = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _encoder = msgspec.json.Encoder()
@@ -312,7 +324,8 @@ class RestServer:
             for name, value in zip(api.path_variables(), request.match_info.values(),
                                    strict=False):
                 params[name] = value
-        job_uuid = request.headers.get("X-Job-UUID") or new_uuid()
+        job_uuid = request.headers.get("X-Job-UUID") or \
+            (new_uuid() if api.is_async else _sync_job_uuid())
         if not is_uuid(job_uuid):
             return _bad_request("invalid X-Job-UUID",
                                 f"X-Job-UUID {job_uuid!r} is not 32 lower-case hex digits")
