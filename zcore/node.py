@@ -46,6 +46,10 @@ log = logging.getLogger("zcore.node")
 #: frees almost all of them anyway, so the middle generation is collected a hundred times
 #: less often; the young one keeps its size, which its traversal's speed depends on.
 GC_THRESHOLDS = (700, 1000, 100)
+#: Connections the kernel holds for the node before it accepts them (aiohttp's default is
+#: 128): when a thousand clients connect at once, the rest of a shorter queue is dropped
+#: and those clients wait for their SYN to be sent again, a second or more.
+LISTEN_BACKLOG = 4096
 
 
 class _Static:
@@ -171,7 +175,8 @@ class Node:
             if serve:
                 self._runner = web.AppRunner(self.app, access_log=None)
                 await self._runner.setup()
-                site = web.TCPSite(self._runner, self.settings.node.host, self.settings.node.port)
+                site = web.TCPSite(self._runner, self.settings.node.host, self.settings.node.port,
+                                   backlog=LISTEN_BACKLOG)
                 try:
                     await site.start()
                 except OSError as exc:

@@ -24,7 +24,7 @@ TIMEOUT = 180
 RUNS: dict[str, list[str]] = {
     "vm_create": ["--counts", "1,3", "--hosts", "1", "--clients", "2"],
     "query": ["--vms", "30", "--repeat", "1"],
-    "api_rate": ["--count", "20", "--clients", "5"],
+    "api_rate": ["--count", "20", "--clients", "5", "--seconds", "1"],
     "scale": ["--hosts", "2", "--vms", "2", "--clients", "1"],
     "flows": ["--rounds", "10"],
 }
