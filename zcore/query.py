@@ -8,12 +8,31 @@ converts each value to its column's type and builds one statement for the rows (
 the total). Values only ever reach the database as bound parameters, and field names only as
 mapped attributes that exist, so a query cannot inject SQL.
 
-Expansions compile to nested ``IN (SELECT ...)`` semi-joins, one per condition, each level on
-a table alias of its own, so a row never appears twice, a one-to-many expansion matches when
-any related row matches, and the same table may appear at several depths
-(``QueryCluster zone.cluster.name=c2``). A negative operator on an expanded field applies
-inside: ``cluster.name!=c1`` matches a zone that has a cluster not named ``c1``, as in ZStack.
-As in SQL, a NULL column matches no comparison (not even ``!=``); only ``is null`` matches it.
+Expansions compile to semi-joins, one per condition, each level on a table alias of its own,
+so a row never appears twice, a one-to-many expansion matches when any related row matches,
+and the same table may appear at several depths (``QueryCluster zone.cluster.name=c2``). A
+negative operator on an expanded field applies inside: ``cluster.name!=c1`` matches a zone
+that has a cluster not named ``c1``, as in ZStack. As in SQL, a NULL column matches no
+comparison (not even ``!=``); only ``is null`` matches it.
+
+A semi-join is written one of two ways, with the same rows. Nested ``IN (SELECT ...)`` lets the
+database start from the related rows: best when they are few, but it collects every related
+key before the first row comes out. Nested correlated ``EXISTS`` lets it walk the rows in the
+order asked and stop at ``limit``: best when most rows match, slow when few do. Without a
+limit every row is wanted, and ``IN`` is used. With one, a count of the related rows that
+match, capped at a few thousand, chooses before the rows are read: ``EXISTS`` when it reaches
+the cap, ``IN`` otherwise. When a related row may match several rows (``host.cluster``, not
+``cluster.host``), a low count is followed by a capped count of the rows they match. Once a
+condition matches fewer rows than the cap, the database starts from those rows, and the
+conditions not yet probed are tested on each of them.
+
+When the rows are asked in an index's order (the primary key's, by default), each ``EXISTS``
+is written as a correlated scalar subquery, ``(SELECT ... LIMIT 1) IS NOT NULL``, the same
+test. PostgreSQL and MariaDB turn ``EXISTS`` back into a semi-join, which they may then plan
+without regard to the limit, collecting every related key (MariaDB always, PostgreSQL while
+the tables have no statistics yet); a scalar subquery they run row by row as they walk the
+index, each level an index lookup. In any other order every row is read and sorted anyway,
+and ``EXISTS`` leaves them free to collect the keys once.
 
 Values arrive as text and are converted to the column's Python type: integers, numbers,
 booleans (``true``/``false``), times (ISO 8601, naive meaning UTC, or epoch milliseconds);
@@ -46,9 +65,21 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Select, String, cast, func, literal, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    String,
+    UniqueConstraint,
+    bindparam,
+    cast,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, aliased, undefer
+from sqlalchemy.orm.exc import UnmappedColumnError
 from sqlalchemy.types import DateTime, TypeDecorator, TypeEngine
 
 from zcore.db import ResourceVO, SystemTagVO, UserTagVO, UTCDateTime
@@ -80,6 +111,15 @@ _TAG_FIELDS: dict[str, type] = {"__systemTag__": SystemTagVO, "__userTag__": Use
 _INT = re.compile(r"^\s*[+-]?\d+\s*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_SIZE = 4096
+#: Built statements kept for queries asked again (see QueryEngine._statements).
+_STATEMENT_CACHE_SIZE = 1024
+#: A condition on related rows is tested row by row when at least this many related rows
+#: match: ``_PROBE_PER_ROW`` per row up to ``start + limit``, within ``_PROBE_MIN`` and
+#: ``_PROBE_MAX`` (the most a probe reads). Below it, IN collects few keys; above it, walking
+#: the rows finds those asked for within about as many tests per row.
+_PROBE_MIN = 1000
+_PROBE_MAX = 10_000
+_PROBE_PER_ROW = 20
 _SHOWN = ", ".join(op.strip() for op in OPERATORS)
 
 
@@ -189,6 +229,7 @@ class _Type:
     pk: tuple[str, ...]
     owned_through: str | None
     expansions: dict[str, QueryExpansion]
+    indexed: frozenset[str]  # the columns an index (or the primary key) begins with
 
     @property
     def has_uuid(self) -> bool:
@@ -207,6 +248,107 @@ class _Path:
     hops: tuple[tuple[QueryExpansion, _Type], ...]  # each expansion and the type it reaches
     terminal: str  # a column key of the last type, or a tag field
     owner: _Type  # the type the terminal belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One condition compiled: ``plain``, the predicate with nested ``IN`` semi-joins.
+
+    A condition on related rows (an expansion, a positive tag condition) may also be tested
+    row by row: ``correlated`` is the same test with nested correlated ``EXISTS``, and
+    ``scalar`` with nested correlated scalar subqueries (``(SELECT ... LIMIT 1) IS NOT
+    NULL``), which no database turns into a semi-join (see the module's documentation).
+    ``keys`` is the outermost subquery of ``plain`` (the keys of the related rows that
+    match), which the probes count, and ``local_key`` the row's column they are compared
+    with; ``unique`` whether one key matches at most one row (``local_key`` is the row's
+    primary key), so that counting keys bounds the rows.
+    """
+
+    plain: ColumnElement[bool]
+    keys: Select[Any] | None = None
+    correlated: ColumnElement[bool] | None = None
+    scalar: ColumnElement[bool] | None = None
+    local_key: str = "uuid"
+    unique: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """How to tell whether condition ``term`` of a query is dense (matches at least the
+    plan's cap): ``keys`` counts its related keys, up to the cap; or, when ``rows`` is set
+    (a key may match several rows), selects them, up to the cap, and ``rows`` counts, up to
+    the cap, the rows that have one of them (bound as ``keys``: a plain index lookup, where
+    a semi-join may be planned as a scan on MariaDB)."""
+
+    term: int
+    keys: Select[Any]
+    rows: Select[Any] | None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The statements of one query, built once and reused while the query is cached.
+
+    ``probes`` tell which conditions that may be tested either way are dense.
+    ``indexed_order``: the rows are asked in the order of an index (the primary key's, or
+    ascending by a column an index begins with), so a database can walk them in order and
+    stop at the limit. The rows statement is built once for each set of conditions found
+    dense.
+    """
+
+    model: Any
+    terms: tuple[_Term, ...]
+    account: tuple[ColumnElement[bool], ...]
+    order: tuple[Any, ...]
+    indexed_order: bool
+    start: int
+    limit: int | None
+    counted: Select[Any] | None
+    probes: tuple[_Probe, ...]
+    cap: int
+    variants: dict[tuple[frozenset[int], bool], Select[Any]]
+
+    def choose(self, session: Session) -> frozenset[int]:
+        """The conditions to test row by row: those found dense, until one is not; fewer
+        rows than the cap match that one, and so the query: the database starts from them
+        (``IN``) and the conditions left are tested on each of them, without probing."""
+        dense: set[int] = set()
+        for n, probe in enumerate(self.probes):
+            if self.dense(session, probe):
+                dense.add(probe.term)
+            else:
+                dense.update(p.term for p in self.probes[n + 1:])
+                break
+        return frozenset(dense)
+
+    def dense(self, session: Session, probe: _Probe) -> bool:
+        """Whether the condition ``probe`` is about matches at least ``cap`` rows."""
+        if probe.rows is None:
+            return int(session.execute(probe.keys).scalar_one()) >= self.cap
+        keys = list(session.scalars(probe.keys))
+        if len(keys) >= self.cap:
+            return True
+        keys = [key for key in keys if key is not None]
+        return bool(keys) and int(session.execute(probe.rows, {"keys": keys}).scalar_one()
+                                  ) >= self.cap
+
+    def rows(self, dense: frozenset[int], scalar: bool) -> Select[Any]:
+        """The rows statement testing the conditions ``dense`` row by row: with ``EXISTS``,
+        or, when ``scalar``, with scalar subqueries."""
+        stmt = self.variants.get((dense, scalar))
+        if stmt is None:  # two threads may both build it: the same statement, harmless
+            where: list[ColumnElement[bool]] = []
+            for i, term in enumerate(self.terms):
+                form = term.scalar if scalar else term.correlated
+                where.append(form if i in dense and form is not None else term.plain)
+            stmt = (select(self.model).where(*where, *self.account).options(undefer("*"))
+                    .order_by(*self.order))
+            if self.start:
+                stmt = stmt.offset(self.start)
+            if self.limit is not None:
+                stmt = stmt.limit(self.limit)
+            self.variants[(dense, scalar)] = stmt
+        return stmt
 
 
 def _python_type(column_type: TypeEngine[Any]) -> type | None:
@@ -228,6 +370,23 @@ def _columns(mapper: Mapper[Any], hidden: tuple[str, ...] = ()) -> dict[str, _Co
                  and not isinstance(column_type, UTCDateTime))
         out[prop.key] = _Column(prop.key, _python_type(column_type), naive)
     return out
+
+
+def _indexed(mapper: Mapper[Any]) -> frozenset[str]:
+    """The attribute keys of the columns the primary key, an index or a unique constraint
+    begins with: the orders a database can read rows in without sorting them."""
+    firsts = [mapper.primary_key[0]]
+    for table in mapper.tables:
+        firsts += [index.columns[0] for index in getattr(table, "indexes", ()) if index.columns]
+        firsts += [constraint.columns[0] for constraint in getattr(table, "constraints", ())
+                   if isinstance(constraint, UniqueConstraint) and constraint.columns]
+    keys = set()
+    for column in firsts:
+        try:
+            keys.add(mapper.get_property_by_column(column).key)
+        except UnmappedColumnError:
+            continue
+    return frozenset(keys)
 
 
 def _mapper(model: object) -> Mapper[Any] | None:
@@ -299,6 +458,14 @@ def _convert(field: str, column: _Column, raw: str) -> Any:
     return raw
 
 
+def _found(related: Select[Any], form: str) -> ColumnElement[bool]:
+    """Whether ``related`` (correlated, selecting a column never NULL) finds a row: with
+    ``EXISTS``, or in ``scalar`` form with ``(SELECT ... LIMIT 1) IS NOT NULL``."""
+    if form == "scalar":
+        return related.limit(1).scalar_subquery().is_not(None)
+    return related.exists()
+
+
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": lambda c, v: c == v,
     "!=": lambda c, v: c != v,
@@ -353,7 +520,7 @@ class QueryEngine:
                     "owner may see the row, or None for rows every account may read")
             pk = tuple(mapper.get_property_by_column(c).key for c in mapper.primary_key)
             self._types[name] = _Type(name, provided.plugin, rt.model, columns, pk,
-                                      rt.owned_through, {})
+                                      rt.owned_through, {}, _indexed(mapper))
 
         for (resource, exp_name), provided in expansions.items():
             exp: QueryExpansion = provided.record
@@ -409,6 +576,8 @@ class QueryEngine:
             raise StartupError("the query engine cannot start:\n"
                                + "\n".join(f"  - {p}" for p in problems))
         self._paths: dict[tuple[str, str], _Path] = {}
+        self._built: dict[tuple[Query, str | None], _Plan] = {}
+        self._probe_cap = (_PROBE_MIN, _PROBE_MAX)  # read here, so tests may build others
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- introspection
@@ -438,10 +607,47 @@ class QueryEngine:
         """Run ``query`` in ``session``; ``account_uuid`` ``None`` is an administrator.
 
         One statement for the rows and, for ``count``/``reply_with_count``, one for the
-        total. A normal account sees only rows whose ``owned_through`` column names a
-        resource it owns. Raises :class:`~zcore.errors.ZError` ``SYS.1007`` for an unknown
-        field, expansion or sort field, an unknown operator or a value of the wrong type.
+        total; with a limit, before the rows, one or two capped probes for each condition on
+        related rows, which choose how the rows statement tests it (see the module's
+        documentation), unless the total is known to be below the cap. A normal account
+        sees only rows whose ``owned_through`` column names a resource it owns. Raises
+        :class:`~zcore.errors.ZError` ``SYS.1007`` for an unknown field, expansion or sort
+        field, an unknown operator or a value of the wrong type.
         """
+        plan = self._statements(query, account_uuid)
+        total: int | None = None
+        if plan.counted is not None:
+            total = int(session.execute(plan.counted).scalar_one())
+            if query.count:
+                return QueryResult([], total)
+        dense: frozenset[int] = frozenset()
+        # A total below the cap: the rows are few, and IN finds them without probing.
+        if plan.probes and (total is None or total >= plan.cap):
+            dense = plan.choose(session)
+        rows = list(session.scalars(plan.rows(dense, bool(dense) and plan.indexed_order))
+                    .all())
+        return QueryResult(rows, total)
+
+    def _statements(self, query: Query, account_uuid: str | None) -> _Plan:
+        # A query asked again (the same conditions and values, by the same account) reuses
+        # its statements: building one and computing its SQLAlchemy cache key cost more
+        # than running it. The statements are immutable and hold the values as bound
+        # parameters, so the rows are exactly those of a freshly built statement.
+        key = (query, account_uuid)
+        try:
+            cached = self._built.get(key)
+        except TypeError:  # conditions given as a list: not hashable, built every time
+            return self._build(query, account_uuid)
+        if cached is None:
+            cached = self._build(query, account_uuid)
+            with self._lock:
+                if len(self._built) >= _STATEMENT_CACHE_SIZE:
+                    self._built.clear()
+                self._built[key] = cached
+        return cached
+
+    def _build(self, query: Query, account_uuid: str | None) -> _Plan:
+        """The statement for the total (``None`` unless asked for) and those for the rows."""
         t = self._type(query.resource_type)
         if query.limit is not None and query.limit < 0:
             raise ZError(INVALID_ARGUMENT, "invalid query limit",
@@ -462,32 +668,50 @@ class QueryEngine:
             sort_column = getattr(t.model, query.sort_by)
 
         model = t.model
-        where = [self._condition(t, model, c) for c in query.conditions]
+        terms = tuple(self._term(t, model, c) for c in query.conditions)
+        account: tuple[ColumnElement[bool], ...] = ()
         if account_uuid is not None and t.owned_through is not None:
             owner = aliased(ResourceVO)
-            where.append(getattr(model, t.owned_through).in_(
-                select(owner.uuid).where(owner.ownerAccountUuid == account_uuid)))
+            account = (getattr(model, t.owned_through).in_(
+                select(owner.uuid).where(owner.ownerAccountUuid == account_uuid)),)
 
-        total: int | None = None
-        if query.count or query.reply_with_count:
-            counted = select(func.count()).select_from(model).where(*where)
-            total = int(session.execute(counted).scalar_one())
-            if query.count:
-                return QueryResult([], total)
+        counted: Select[Any] | None = None
+        if query.count or query.reply_with_count:  # every row is counted: IN is never worse
+            counted = (select(func.count()).select_from(model)
+                       .where(*(term.plain for term in terms), *account))
 
-        stmt: Select[Any] = select(model).where(*where).options(undefer("*"))
         pk = [getattr(model, key) for key in t.pk]
         if sort_column is not None:
             ordered = sort_column.desc() if direction == "desc" else sort_column.asc()
-            stmt = stmt.order_by(ordered, *(c for c in pk if c is not sort_column))
+            order = (ordered, *(c for c in pk if c is not sort_column))
         else:
-            stmt = stmt.order_by(*(c.desc() if direction == "desc" else c for c in pk))
-        if query.start:
-            stmt = stmt.offset(query.start)
-        if query.limit is not None:
-            stmt = stmt.limit(query.limit)
-        rows = list(session.scalars(stmt).all())
-        return QueryResult(rows, total)
+            order = tuple(c.desc() if direction == "desc" else c for c in pk)
+
+        low, high = self._probe_cap
+        cap = high
+        probes: list[_Probe] = []
+        if query.limit and not query.count:
+            cap = min(max(_PROBE_PER_ROW * (query.start + query.limit), low), high)
+            for i, term in enumerate(terms):
+                if term.keys is None:
+                    continue
+                if term.unique:
+                    probes.append(_Probe(i, select(func.count()).select_from(
+                        term.keys.limit(cap).subquery()), None))
+                    continue
+                # Few keys may still match many rows (one cluster, many hosts): count those.
+                local = getattr(model, term.local_key)
+                rows = select(func.count()).select_from(
+                    select(pk[0]).where(local.in_(bindparam("keys", expanding=True)))
+                    .limit(cap).subquery())
+                probes.append(_Probe(i, term.keys.limit(cap), rows))
+        # Ties are broken by the primary key ascending: with a descending sort that is an
+        # index's order only to a database that sorts each run of ties (not MariaDB, which
+        # would then test every row with the scalar subquery before sorting).
+        indexed_order = (query.sort_by is None or query.sort_by in t.pk
+                         or (query.sort_by in t.indexed and direction == "asc"))
+        return _Plan(model, terms, account, order, indexed_order, query.start, query.limit,
+                     counted, tuple(probes), cap, {})
 
     # ----------------------------------------------------------------- compiling
 
@@ -548,7 +772,7 @@ class QueryEngine:
                          + _suggest(step, current.vocabulary(), prefix))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _condition(self, root: _Type, entity: Any, cond: Condition) -> ColumnElement[bool]:
+    def _term(self, root: _Type, entity: Any, cond: Condition) -> _Term:
         if cond.op in (" is null", " not null"):  # as spelled in OPERATORS
             cond = Condition(cond.field, cond.op.strip(), None)
         if cond.op not in _ALL_OPS:
@@ -557,22 +781,49 @@ class QueryEngine:
         if cond.op not in _NULL_OPS and cond.value is None:
             raise QuerySyntaxError(f"query condition '{cond.field}{cond.op}' has no value")
         path = self._resolve(root, cond.field)
+        plain, keys = self._predicate(path, entity, cond, "in")
+        if keys is None:
+            return _Term(plain)
+        correlated, _ = self._predicate(path, entity, cond, "exists")
+        scalar, _ = self._predicate(path, entity, cond, "scalar")
+        local_key = path.hops[0][0].local_key if path.hops else "uuid"
+        return _Term(plain, keys, correlated, scalar, local_key, root.pk == (local_key,))
+
+    def _predicate(self, path: _Path, entity: Any, cond: Condition, form: str
+                   ) -> tuple[ColumnElement[bool], Select[Any] | None]:
+        """The predicate of ``cond`` on ``entity`` in ``form`` (``in``, ``exists`` or
+        ``scalar``: see :class:`_Term`) and, for a condition on related rows in ``in``
+        form, its outermost subquery (the keys of the related rows that match)."""
         entities = [entity, *(aliased(t.model) for _, t in path.hops)]
+        keys: Select[Any] | None = None
         if path.terminal in _TAG_FIELDS and path.terminal not in path.owner.columns:
-            predicate = self._tag(path.terminal, entities[-1], cond)
+            predicate, keys = self._tag(path.terminal, entities[-1], cond, form)
         else:
             predicate = self._compare(cond, path.owner.columns[path.terminal],
                                       getattr(entities[-1], path.terminal))
         for i in range(len(path.hops) - 1, -1, -1):
             exp = path.hops[i][0]
-            parent, child = entities[i], entities[i + 1]
-            inner = select(getattr(child, exp.foreign_key)).where(predicate)
-            if exp.through is not None:
-                link: Any = aliased(exp.through[0])
-                inner = select(getattr(link, exp.through[1])).where(
-                    getattr(link, exp.through[2]).in_(inner))
-            predicate = getattr(parent, exp.local_key).in_(inner)
-        return predicate
+            parent_key = getattr(entities[i], exp.local_key)
+            child_key = getattr(entities[i + 1], exp.foreign_key)
+            if exp.through is None:
+                if form == "in":
+                    keys = select(child_key).where(predicate)
+                    predicate = parent_key.in_(keys)
+                else:
+                    predicate = _found(select(child_key).where(child_key == parent_key,
+                                                               predicate), form)
+                continue
+            link: Any = aliased(exp.through[0])
+            from_key, to_key = getattr(link, exp.through[1]), getattr(link, exp.through[2])
+            if form == "in":
+                keys = select(from_key).where(to_key.in_(select(child_key).where(predicate)))
+                predicate = parent_key.in_(keys)
+            else:
+                predicate = _found(select(from_key).where(
+                    from_key == parent_key,
+                    _found(select(child_key).where(child_key == to_key, predicate), form)),
+                    form)
+        return predicate, keys
 
     def _compare(self, cond: Condition, column: _Column, attr: Any) -> ColumnElement[bool]:
         op = cond.op
@@ -593,19 +844,23 @@ class QueryEngine:
             value = literal(value, Boolean())
         return _COMPARE[op](attr, value)
 
-    def _tag(self, field: str, entity: Any, cond: Condition) -> ColumnElement[bool]:
-        # Positive: the row's uuid is IN the uuids of the matching tags (a semi-join).
+    def _tag(self, field: str, entity: Any, cond: Condition, form: str
+             ) -> tuple[ColumnElement[bool], Select[Any] | None]:
+        # Positive: the row's uuid is IN the uuids of the matching tags (a semi-join, whose
+        # subquery is returned as _predicate's is), or a matching tag of the row is found.
         # Negative and "is null": NOT EXISTS a (matching) tag of the row, which every backend
         # runs as an anti-join or an index probe per row; NOT IN could degrade to a nested
         # scan on PostgreSQL once the tags no longer fit in work_mem.
         tag: Any = aliased(_TAG_FIELDS[field])
         uuid = entity.uuid
-        if cond.op == "is null":
-            return ~select(tag.uuid).where(tag.resourceUuid == uuid).exists()
-        if cond.op == "not null":
-            return uuid.in_(select(tag.resourceUuid))
-        positive = _POSITIVE.get(cond.op, cond.op)
-        matches = self._compare(Condition(cond.field, positive, cond.value), _TAG_TEXT, tag.tag)
-        if positive != cond.op:
-            return ~select(tag.uuid).where(tag.resourceUuid == uuid, matches).exists()
-        return uuid.in_(select(tag.resourceUuid).where(matches))
+        matches: list[ColumnElement[bool]] = []
+        if cond.op not in _NULL_OPS:
+            positive = _POSITIVE.get(cond.op, cond.op)
+            matches.append(self._compare(Condition(cond.field, positive, cond.value),
+                                         _TAG_TEXT, tag.tag))
+        if cond.op == "is null" or cond.op in _POSITIVE:
+            return ~select(tag.uuid).where(tag.resourceUuid == uuid, *matches).exists(), None
+        if form != "in":
+            return _found(select(tag.uuid).where(tag.resourceUuid == uuid, *matches), form), None
+        keys = select(tag.resourceUuid).where(*matches)
+        return uuid.in_(keys), keys

@@ -26,6 +26,7 @@ from sqlalchemy import BigInteger, Boolean, Float, Integer, String, event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+import zcore.query
 from zcore.db import (
     Base,
     Database,
@@ -776,6 +777,131 @@ async def test_rows_are_detached_instances_with_every_column_loaded(world: Datab
     assert host.lastSeen == T0 and host.clusterUuid == CLUSTERS["c1"]
 
 
+# --------------------------------------------------------------------------- row by row
+
+
+def row_by_row_engine(monkeypatch: pytest.MonkeyPatch, cap: int = 0,
+                      expansions: dict[tuple[str, str], Provided] = EXPANSIONS
+                      ) -> QueryEngine:
+    """A fresh engine whose probes' cap is ``cap``: with 0, a query with a limit tests every
+    condition on related rows row by row (a correlated scalar subquery or EXISTS),
+    whatever the data."""
+    monkeypatch.setattr(zcore.query, "_PROBE_MIN", cap)
+    monkeypatch.setattr(zcore.query, "_PROBE_MAX", cap)
+    return QueryEngine(RESOURCE_TYPES, expansions, LABELS)
+
+
+UUIDS = {**ZONES, **CLUSTERS, **HOSTS, **VMS}
+OWNED_BY_A = {"z1", "c1", "c2", "h1", "h2", "v1", "v2"}
+
+#: Conditions on related rows and what they match, negative operators applying inside.
+RELATED_CASES: list[tuple[str, str, list[str]]] = [
+    ("QtHostVO", "cluster.name=c1", ["h1", "h2"]),
+    ("QtHostVO", "cluster.name!=c1", ["h3", "h4"]),
+    ("QtHostVO", "cluster.zone.name!=z1", ["h3"]),
+    ("QtHostVO", "cluster.host.name=h2", ["h1", "h2"]),
+    ("QtHostVO", "cluster.host.name!=h2", ["h1", "h2", "h3", "h4"]),
+    ("QtHostVO", "__userTag__=gold", ["h2"]),
+    ("QtHostVO", "__userTag__ not null", ["h2", "h3"]),
+    ("QtHostVO", "__systemTag__~=hostname::%", ["h1", "h3"]),
+    ("QtVmVO", "host.cluster.zone.name!=z1", ["v3"]),
+    ("QtVmVO", "host.cluster.zone.name?=z1,z2", ["v1", "v2", "v3"]),
+    ("QtVmVO", "host.name not null", ["v1", "v2", "v3"]),
+    ("QtVmVO", "host.__systemTag__=hostname::db-1", ["v3"]),
+    ("QtZoneVO", "cluster.name!=c1", ["z1", "z2"]),
+    ("QtZoneVO", "cluster.name!?=c1,c2", ["z2"]),
+    ("QtZoneVO", "cluster.host.vm.name!=v1", ["z1", "z2"]),
+    ("QtZoneVO", "cluster.host.vm.name!?=v1,v2", ["z2"]),
+    ("QtZoneVO", "cluster.host.vm.name=nope", []),
+    ("QtZoneVO", "cluster.__userTag__!=blue", ["z1"]),
+    ("QtZoneVO", "cluster.host.__systemTag__ is null", ["z1"]),
+    ("QtClusterVO", "zone.cluster.name=c2", ["c1", "c2"]),
+]
+
+
+async def test_conditions_on_related_rows_give_the_same_rows_either_way(
+        world: Database, statements: Statements, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a limit, a condition on related rows is tested with IN when few related rows
+    match (always, on this little data) or row by row when many do (here: always)."""
+    row_by_row = row_by_row_engine(monkeypatch)
+    failures = []
+    for resource_type, condition, expected in RELATED_CASES:
+        by_pk = sorted(expected, key=UUIDS.__getitem__)
+        pages: list[tuple[dict[str, Any], list[str]]] = [
+            ({}, by_pk),
+            ({"limit": 1}, by_pk[:1]),
+            ({"start": 1, "limit": 2}, by_pk[1:3]),
+            ({"sort_by": "name", "sort_direction": "desc", "limit": 2},
+             sorted(expected, reverse=True)[:2]),
+            ({"account": ACCOUNT_A, "limit": 5}, [n for n in by_pk if n in OWNED_BY_A]),
+            ({"limit": None}, by_pk),
+        ]
+        for engine, how in ((ENGINE, "IN"), (row_by_row, "row by row")):
+            for options, want in pages:
+                statements.seen.clear()
+                result = await query(world, resource_type, condition, engine=engine, **options)
+                got = [row.name for row in result.rows]
+                if got != want:
+                    failures.append(f"{how}: {resource_type} {condition} {options}: expected "
+                                    f"{want}, got {got}")
+                rows_sql = statements.selects[-1][0]
+                semi_join = "IN (SELECT" in rows_sql  # the account's filter is one too
+                limited = options.get("limit", Query(resource_type).limit) is not None
+                # in an index's order, row by row is scalar subqueries, each with a LIMIT
+                scalar = how != "IN" and limited and "sort_by" not in options
+                if (semi_join != (how == "IN" or "account" in options or not limited)
+                        or (rows_sql.count("LIMIT") > 1) != scalar):
+                    failures.append(f"{how}: {resource_type} {condition} {options}: not "
+                                    f"tested as expected: {rows_sql}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_a_capped_count_chooses_how_related_rows_are_tested(
+        world: Database, statements: Statements, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = row_by_row_engine(monkeypatch, cap=2)
+    cases: list[tuple[str, str, int, bool | None, list[str]]] = [
+        # type, condition, probes run, tested row by row (None: nothing to test so), rows
+        ("QtClusterVO", "host.cpu>1", 1, True, ["c1", "c2", "c3"]),  # 4 hosts reach the cap
+        ("QtClusterVO", "host.name=h3", 1, False, ["c3"]),  # 1 host: 1 cluster at most
+        ("QtHostVO", "cluster.zone.name=z1", 1, True, ["h2", "h4", "h1"]),  # 2 clusters
+        ("QtHostVO", "cluster.name=c1", 2, True, ["h2", "h1"]),  # 1 cluster, 2 hosts in it
+        ("QtHostVO", "cluster.name=c3", 2, False, ["h3"]),  # 1 cluster, 1 host
+        ("QtHostVO", "__userTag__~=%l%", 1, True, ["h2", "h3"]),  # 3 tags (one on c3)
+        ("QtHostVO", "cpu>2", 0, None, ["h2", "h1", "h3"]),  # no related rows: no probe
+    ]
+    for resource_type, condition, probes, row_by_row, rows in cases:
+        statements.seen.clear()
+        result = await query(world, resource_type, condition, engine=engine, limit=10)
+        assert [r.name for r in result.rows] == rows, condition
+        selects = [sql for sql, _ in statements.selects]
+        assert len(selects) == probes + 1, (condition, selects)
+        for probe in selects[:-1]:  # each reads at most the cap
+            assert "LIMIT" in probe, probe
+        if row_by_row is not None:
+            assert ("IN (SELECT" not in selects[-1]) == row_by_row, (condition, selects[-1])
+
+    # a condition matching few rows: those after it are tested on its rows, unprobed
+    statements.seen.clear()
+    result = await query(world, "QtHostVO", "cluster.name=c3", "cluster.zone.name?=z1,z2",
+                         "__userTag__ not null", engine=engine, limit=10)
+    assert [r.name for r in result.rows] == ["h3"]
+    selects = [sql for sql, _ in statements.selects]
+    assert len(selects) == 3, selects  # two probes, for the first condition only
+    assert selects[-1].count("IN (SELECT") == 1, selects[-1]
+
+    # without a limit every row is wanted: no probe, IN
+    statements.seen.clear()
+    result = await query(world, "QtHostVO", "cluster.zone.name=z1", engine=engine, limit=None)
+    assert [r.name for r in result.rows] == ["h2", "h4", "h1"]
+    assert len(statements.selects) == 1 and "IN (SELECT" in statements.selects[0][0]
+    # a total below the cap: few rows, no probe
+    statements.seen.clear()
+    result = await query(world, "QtHostVO", "cluster.name=c3", engine=engine,
+                         reply_with_count=True)
+    assert ([r.name for r in result.rows], result.total) == (["h3"], 1)
+    assert len(statements.selects) == 2
+
+
 # --------------------------------------------------------------------------- introspection
 
 
@@ -1021,7 +1147,10 @@ def conditions(draw: st.DrawFn, crowd: Crowd) -> tuple[str, str, str | None, Any
     return field, op, text, value
 
 
-async def test_results_match_a_python_filter(tables: Database) -> None:
+@pytest.mark.parametrize("row_by_row", [False, True], ids=["in", "row-by-row"])
+async def test_results_match_a_python_filter(tables: Database, row_by_row: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = row_by_row_engine(monkeypatch) if row_by_row else ENGINE
     crowd = make_crowd()
     await tables.run(store_crowd, crowd)
     by_cluster: dict[str, list[Host]] = {}
@@ -1034,7 +1163,7 @@ async def test_results_match_a_python_filter(tables: Database) -> None:
             return tag_holds(op, host.tags, value)
         return holds(op, crowd.value(host, field), value)
 
-    @settings(max_examples=200, deadline=None, derandomize=True)
+    @settings(max_examples=100 if row_by_row else 200, deadline=None, derandomize=True)
     @given(conds=st.lists(conditions(crowd), min_size=1, max_size=3),
            sort_by=st.sampled_from([None, "name", "cpu", "enabled"]),
            desc=st.booleans(), start=st.integers(0, 5), limit=st.sampled_from([None, 0, 3, 50]))
@@ -1045,7 +1174,7 @@ async def test_results_match_a_python_filter(tables: Database) -> None:
         # hosts: every condition on the host itself
         q = Query("QtHostVO", parsed, limit=limit, start=start, sort_by=sort_by,
                   sort_direction="desc" if desc else "asc", reply_with_count=True)
-        result = tables.run_sync(ENGINE.run, q)
+        result = tables.run_sync(engine.run, q)
         expected = sorted((h for h in crowd.hosts if all(matches(h, c) for c in conds)),
                           key=lambda h: h.uuid)
         if sort_by is not None:
@@ -1060,7 +1189,8 @@ async def test_results_match_a_python_filter(tables: Database) -> None:
 
         # clusters: the same conditions through the one-to-many expansion "host"
         through = tuple(Condition(f"host.{c.field}", c.op, c.value) for c in parsed)
-        clusters = tables.run_sync(ENGINE.run, Query("QtClusterVO", through, limit=None))
+        clusters = tables.run_sync(engine.run, Query("QtClusterVO", through,
+                                                     limit=100 if row_by_row else None))
         want = sorted(uuid for uuid in crowd.clusters
                       if all(any(matches(h, c) for h in by_cluster.get(uuid, []))
                              for c in conds))
@@ -1082,16 +1212,21 @@ class QtPinVO(Base):
     vmUuid: Mapped[str] = mapped_column(String(32))
 
 
-PIN_ENGINE = QueryEngine(RESOURCE_TYPES, {
+PIN_EXPANSIONS = {
     **EXPANSIONS,
     ("QtZoneVO", "vm"): Provided("qt", QueryExpansion(
         "QtZoneVO", "vm", "QtVmVO", through=(QtPinVO, "zoneUuid", "vmUuid"))),
     ("QtVmVO", "zone"): Provided("qt", QueryExpansion(
         "QtVmVO", "zone", "QtZoneVO", through=(QtPinVO, "vmUuid", "zoneUuid"))),
-}, LABELS)
+}
+PIN_ENGINE = QueryEngine(RESOURCE_TYPES, PIN_EXPANSIONS, LABELS)
 
 
-async def test_many_to_many_expansions_go_through_a_link_table(world: Database) -> None:
+@pytest.mark.parametrize("row_by_row", [False, True], ids=["in", "row-by-row"])
+async def test_many_to_many_expansions_go_through_a_link_table(
+        world: Database, row_by_row: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = (row_by_row_engine(monkeypatch, expansions=PIN_EXPANSIONS) if row_by_row
+              else PIN_ENGINE)
     Base.metadata.create_all(world.engine, tables=[Base.metadata.tables["QtPinVO"]])
 
     def pin(session: Session) -> None:
@@ -1101,7 +1236,7 @@ async def test_many_to_many_expansions_go_through_a_link_table(world: Database) 
     await world.run(pin)
 
     async def found(resource_type: str, condition: str) -> list[str]:
-        result = await query(world, resource_type, condition, engine=PIN_ENGINE)
+        result = await query(world, resource_type, condition, engine=engine, limit=10)
         return sorted(row.name for row in result.rows)
 
     assert await found("QtZoneVO", "vm.name=v3") == ["z1", "z2"]
