@@ -87,6 +87,7 @@ __all__ = [
     "UTCDateTime",
     "UserTagVO",
     "add_resource",
+    "add_resource_row",
     "check_new_uuid",
     "create_database",
     "delete_resource",
@@ -348,12 +349,24 @@ def add_resource(
     # relationship(), not by foreign key), so that the model's foreign key to it holds.
     if session.new or session.dirty or session.deleted:
         session.flush()
-    session.execute(insert(ResourceVO).values(
-        uuid=chosen, resourceName=getattr(obj, "name", None), resourceType=resource_type,
-        ownerAccountUuid=owner_account_uuid,
-        createDate=obj.createDate))  # type: ignore[attr-defined]
+    add_resource_row(session, chosen, resource_type, name=getattr(obj, "name", None),
+                     owner_account_uuid=owner_account_uuid,
+                     create_date=obj.createDate)  # type: ignore[attr-defined]
     session.add(obj)
     return obj
+
+
+_INSERT_RESOURCE = insert(cast(Table, ResourceVO.__table__))
+
+
+def add_resource_row(session: Session, uuid: str, resource_type: str, *, name: str | None,
+                     owner_account_uuid: str | None, create_date: datetime) -> None:
+    """Write only the :class:`ResourceVO` row of a resource whose own row the caller
+    inserts with Core (``table_of``), as :func:`add_resource` does with the ORM. ``uuid``
+    is the caller's: a new one, or checked with :func:`check_new_uuid`."""
+    session.connection().execute(_INSERT_RESOURCE, {
+        "uuid": uuid, "resourceName": name, "resourceType": resource_type,
+        "ownerAccountUuid": owner_account_uuid, "createDate": create_date})
 
 
 _RESOURCE_TYPE_OF = select(ResourceVO.resourceType).where(ResourceVO.uuid == bindparam("uuid"))
@@ -432,7 +445,26 @@ def _sync_resource_names(session: Session, flush_context: Any, instances: Any) -
 # --------------------------------------------------------------------------- the database
 
 
-class _GroupCommit:
+class _Worker:
+    """A thread serving the calls put in its queue (:meth:`_serve`) until ``None``."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: _Call) -> None:
+        self._queue.put(call)
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+
+class _GroupCommit(_Worker):
     """One worker thread that runs the transactions queued meanwhile as one (SQLite, which
     admits one writer at a time).
 
@@ -451,16 +483,7 @@ class _GroupCommit:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="zcore-db_0", daemon=True)
-        self._thread.start()
-
-    def submit(self, call: _Call) -> None:
-        self._queue.put(call)
-
-    def shutdown(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        super().__init__("zcore-db_0")
 
     def _serve(self) -> None:
         for group in _batches(self._queue, GROUP_COMMIT_MAX):
@@ -561,7 +584,7 @@ class _Call:
 _Outcome = tuple[_Call, Any, BaseException | None]
 
 
-class _Reader:
+class _Reader(_Worker):
     """One worker thread that runs read-only transaction functions (:meth:`Database.read`)
     on a SQLite connection of its own, next to the writer.
 
@@ -577,16 +600,7 @@ class _Reader:
 
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="zcore-db-read", daemon=True)
-        self._thread.start()
-
-    def submit(self, read: _Call) -> None:
-        self._queue.put(read)
-
-    def shutdown(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        super().__init__("zcore-db-read")
 
     def _serve(self) -> None:
         for batch in _batches(self._queue, READ_BATCH_MAX):

@@ -177,10 +177,12 @@ async def test_a_poll_of_a_running_job_answers_as_soon_as_it_ends(api_client: An
 
 async def test_with_no_poll_wait_a_poll_answers_202_at_once(api_client: Any) -> None:
     client = await api_client(("gates", gates))
+    await client.call("UpdateGlobalConfig", category="rest", name="jobPollWait", value="30")
     await client.call("UpdateGlobalConfig", category="rest", name="jobPollWait", value="0")
     _status, body = await client.request("PUT", "/test-gates/g6/actions", json={
         "waitForGate": {}})
-    async with client.http.get(body["location"]) as reply:
+    # With the 30 s still in force the poll would not answer within the 10 s.
+    async with await asyncio.wait_for(client.http.get(body["location"]), 10) as reply:
         assert reply.status == 202 and await reply.json() == {}
     GATE.setdefault("g6", asyncio.Event()).set()
     status, _result = await client.poll(body["location"])

@@ -21,7 +21,7 @@ from sqlalchemy import insert as insert_
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep, GcJobKind
-from zcore.db import ResourceVO, check_new_uuid, delete_resource, table_of, utcnow
+from zcore.db import add_resource_row, check_new_uuid, delete_resource, table_of, utcnow
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.allocators import release_host
@@ -44,7 +44,7 @@ VM = "VmInstanceVO"
 VM_TABLE = table_of(VmInstanceVO)
 # Statements built once: building one costs more than running it.
 _VM_BY_UUID = select(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("uuid"))
-_INSERT_RESOURCE, _INSERT_VM = insert_(table_of(ResourceVO)), insert_(VM_TABLE)
+_INSERT_VM = insert_(VM_TABLE)
 _UPDATE_VM = update(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("vm_uuid"))
 HOSTNAME_PATTERN = "hostname::{hostname}"
 
@@ -119,9 +119,8 @@ class PersistVm(Step):
             check_new_uuid(session, spec.uuid, VM)
             # Prebuilt Core INSERTs of the rows add_resource would write: no unit of work.
             now, connection = utcnow(), session.connection()
-            connection.execute(_INSERT_RESOURCE, {
-                "uuid": spec.uuid, "resourceName": spec.name, "resourceType": VM,
-                "ownerAccountUuid": spec.accountUuid, "createDate": now})
+            add_resource_row(session, spec.uuid, VM, name=spec.name,
+                             owner_account_uuid=spec.accountUuid, create_date=now)
             connection.execute(_INSERT_VM, {
                 "uuid": spec.uuid, "name": spec.name, "description": spec.description,
                 "imageUuid": spec.imageUuid, "instanceOfferingUuid": spec.instanceOfferingUuid,

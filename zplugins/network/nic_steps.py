@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zcore import FlowStep
-from zcore.db import Base, ResourceVO, new_uuid, table_of, utcnow
+from zcore.db import Base, ResourceVO, add_resource_row, new_uuid, table_of, utcnow
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import NicTO, get_host
@@ -83,7 +83,7 @@ _L3_USABLE = select(
     select(IpRangeVO.uuid).where(IpRangeVO.l3NetworkUuid == _L3S.c.uuid).limit(1)
     .scalar_subquery().label("rangeUuid")).where(_L3S.c.uuid == bindparam("uuid"))
 _OWNER = select(_RESOURCES.c.ownerAccountUuid).where(_RESOURCES.c.uuid == bindparam("uuid"))
-_INSERT_RESOURCE, _INSERT_NIC = insert(_RESOURCES), insert(_NICS)
+_INSERT_NIC = insert(_NICS)
 _NICS_BY_UUID = select(_NICS.c.uuid, _NICS.c.l3NetworkUuid, _NICS.c.mac, _NICS.c.deviceId,
                        _NICS.c.internalName).where(
     _NICS.c.uuid.in_(bindparam("uuids", expanding=True))).order_by(_NICS.c.deviceId)
@@ -172,9 +172,8 @@ def insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
         uuid, now = new_uuid(), utcnow()
         try:
             with session.begin_nested():
-                connection.execute(_INSERT_RESOURCE, {
-                    "uuid": uuid, "resourceName": None, "resourceType": "VmNicVO",
-                    "ownerAccountUuid": owner, "createDate": now})
+                add_resource_row(session, uuid, "VmNicVO", name=None,
+                                 owner_account_uuid=owner, create_date=now)
                 connection.execute(_INSERT_NIC, {
                     "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
                     "mac": random_mac(), "deviceId": device_id,

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep
-from zcore.db import ResourceVO, delete_resource, new_uuid, table_of, utcnow
+from zcore.db import add_resource_row, delete_resource, new_uuid, table_of, utcnow
 from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import VolumeTO
@@ -98,7 +98,7 @@ _IMAGE_ON_BACKUP_STORAGE = (
 _IMAGE_ON_BACKUP_STORAGE_IN_ZONE = _IMAGE_ON_BACKUP_STORAGE.where(
     BackupStorageZoneRefVO.zoneUuid == bindparam("zone"))
 _VOLUMES, _VMS = table_of(VolumeVO), table("VmInstanceVO")
-_INSERT_RESOURCE, _INSERT_VOLUME = insert(table_of(ResourceVO)), insert(_VOLUMES)
+_INSERT_VOLUME = insert(_VOLUMES)
 _SET_ROOT_VOLUME = update(_VMS).where(_VMS.c.uuid == bindparam("vm_uuid"))
 _CACHED_IMAGE = select(ImageCacheVO.installUrl).where(
     ImageCacheVO.primaryStorageUuid == bindparam("ps"), ImageCacheVO.imageUuid == bindparam("image"))
@@ -236,8 +236,9 @@ def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
     volumes = []
     for plan, ps_uuid in zip(plans, ps_uuids, strict=True):
         root = plan.type == "Root"
-        uuid, fmt = new_uuid(), (image.format if root else "qcow2")
-        values = {"uuid": uuid, "name": volume_name(vm.name, plan), "type": plan.type,
+        uuid, fmt, name = new_uuid(), (image.format if root else "qcow2"), \
+            volume_name(vm.name, plan)
+        values = {"uuid": uuid, "name": name, "type": plan.type,
                   "size": plan.size, "primaryStorageUuid": ps_uuid,
                   "vmInstanceUuid": vm_uuid, "deviceId": plan.deviceId,
                   "diskOfferingUuid": plan.diskOfferingUuid,
@@ -245,9 +246,8 @@ def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
                   "format": fmt, "status": "Creating",
                   "state": "Enabled", "actualSize": 0, "lastAttachDate": now,
                   "createDate": now, "lastOpDate": now}
-        connection.execute(_INSERT_RESOURCE, {
-            "uuid": uuid, "resourceName": values["name"], "resourceType": VOLUME,
-            "ownerAccountUuid": vm.accountUuid, "createDate": now})
+        add_resource_row(session, uuid, VOLUME, name=name,
+                         owner_account_uuid=vm.accountUuid, create_date=now)
         connection.execute(_INSERT_VOLUME, values)
         volumes.append(VolumeTO(uuid, plan.type, plan.deviceId, plan.size, ps_uuid, None,
                                 fmt or "qcow2", types[ps_uuid], False))
