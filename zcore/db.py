@@ -108,7 +108,8 @@ CORE_REVISION = "zcore_0001"
 
 _MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _UUID = re.compile(r"^[0-9a-f]{32}$")
-_SERVER_THREADS = 8
+#: Threads that run reads side by side on a server (:meth:`Database.read`).
+_SERVER_READERS = 2
 _POOL_OVERFLOW = 2  # room for run_sync(), upgrade() and the ctl tool next to the workers
 _SQLITE_BUSY_MS = 30_000
 #: How many times a transaction chosen as a deadlock's victim is run (MySQL, PostgreSQL).
@@ -446,39 +447,54 @@ def _sync_resource_names(session: Session, flush_context: Any, instances: Any) -
 
 
 class _Worker:
-    """A thread serving the calls put in its queue (:meth:`_serve`) until ``None``."""
+    """Threads (``lanes``) serving the calls put in one queue (:meth:`_serve`) until each
+    takes a ``None``."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lanes: int = 1) -> None:
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._serve, daemon=True,
+                             name=name if lanes == 1 else f"{name}_{lane}")
+            for lane in range(lanes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, call: _Call) -> None:
         self._queue.put(call)
 
     def shutdown(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def _serve(self) -> None:
         raise NotImplementedError
 
 
 class _GroupCommit(_Worker):
-    """One worker thread that runs the transactions queued meanwhile as one (SQLite, which
-    admits one writer at a time).
+    """One worker thread, the node's one writer, that runs the transactions queued
+    meanwhile as one.
+
+    SQLite admits one writer at a time anyway. On a server, one writer whose transactions
+    commit in groups does more than eight threads each committing its own: per transaction
+    there is no thread hand-off, no BEGIN and COMMIT round trip and no fsync of its own, and
+    transactions of this node never wait for each other's row locks.
 
     When transactions queue up, the worker takes every one waiting (up to
-    :data:`GROUP_COMMIT_MAX`) and runs them in order inside a single ``BEGIN IMMEDIATE`` ...
-    ``COMMIT``. First without savepoints, which cost more than most of the functions; if
-    one of them raises, that whole transaction is rolled back and the group runs again with
-    each function in its own savepoint, so that a function that raises rolls back its own
-    writes only (the functions are plain transaction functions, which may run again, as
-    after a deadlock). Each gets its outcome once the whole group is committed (if the
-    commit fails, each gets that error), so no caller ever sees writes that are not durable,
-    and each sees the writes of those before it, exactly as when they ran one after the
-    other. Between two functions the session forgets every object, so what one returns is
-    not changed by the next. A lone transaction runs as usual.
+    :data:`GROUP_COMMIT_MAX`) and runs them in order inside a single transaction (``BEGIN
+    IMMEDIATE`` on SQLite). First without savepoints, which cost more than most of the
+    functions; if one of them raises, that whole transaction is rolled back and the group
+    runs again with each function in its own savepoint, so that a function that raises
+    rolls back its own writes only (the functions are plain transaction functions, which
+    may run again, as after a deadlock). Each gets its outcome once the whole group is
+    committed; if the commit fails, or the server picks the group as a deadlock's victim,
+    each runs again alone (with the deadlock retries of :meth:`Database.run`). So no caller
+    ever sees writes that are not durable, and each sees the writes of those before it,
+    exactly as when they ran one after the other. Between two functions the session forgets
+    every object, so what one returns is not changed by the next. A lone transaction runs
+    as usual.
     """
 
     def __init__(self, database: Database) -> None:
@@ -525,6 +541,10 @@ class _GroupCommit(_Worker):
                         with session.begin_nested():
                             result = call.call(session)
                         these.append((call, result, None))
+                    except DBAPIError as exc:
+                        if _is_deadlock(exc):  # the whole group is the victim: each alone
+                            raise
+                        these.append((call, None, exc))
                     except Exception as exc:  # noqa: BLE001 - it is that caller's error
                         these.append((call, None, exc))
                     session.expunge_all()
@@ -585,22 +605,24 @@ _Outcome = tuple[_Call, Any, BaseException | None]
 
 
 class _Reader(_Worker):
-    """One worker thread that runs read-only transaction functions (:meth:`Database.read`)
-    on a SQLite connection of its own, next to the writer.
+    """Worker threads that run read-only transaction functions (:meth:`Database.read`) on
+    connections of their own, next to the writer: one thread on a read-only SQLite
+    connection, or several (``lanes``) on a server's connections in autocommit mode.
 
-    In WAL mode a reader neither waits for the writer nor holds it up, and sees every
-    transaction committed before its own began. The functions queued meanwhile (up to
+    In SQLite's WAL mode a reader neither waits for the writer nor holds it up, and sees
+    every transaction committed before its own began. The functions queued meanwhile (up to
     :data:`READ_BATCH_MAX`) run one after the other in one read transaction, whose snapshot
     is taken after all of them were queued, so each sees every transaction committed before
     it was called; between two functions the session forgets every object. One function
-    raising ends that transaction, and the next ones begin another. The callers of a batch
-    are woken by one call into their event loop rather than one each: waking a loop from
-    another thread costs more than a short read.
+    raising ends that transaction, and the next ones begin another. On a server in
+    autocommit mode each statement sees what was committed before it began. The callers of
+    a batch are woken by one call into their event loop rather than one each: waking a loop
+    from another thread costs more than a short read.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lanes: int = 1) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
-        super().__init__("zcore-db-read")
+        super().__init__("zcore-db-read", lanes)
 
     def _serve(self) -> None:
         for batch in _batches(self._queue, READ_BATCH_MAX):
@@ -689,15 +711,20 @@ class Database:
         self._threads = threads
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         event.listen(self._sessions, "before_flush", _sync_resource_names)
-        # One writer at a time (SQLite): transactions that queue meanwhile commit as one.
+        # One writer: transactions that queue meanwhile commit as one.
         self._group: _GroupCommit | None = _GroupCommit(self) if threads == 1 else None
         # SQLite files: reads on a read-only connection of their own, beside the writer.
-        # Servers: reads on connections in autocommit mode (see read()).
+        # Servers: reads on connections in autocommit mode (see read()), in threads of
+        # their own when there is one writer, else in the writers' threads.
         self._read_engine = read_engine
         sqlite = engine.dialect.name == "sqlite"
-        self._reader = _Reader(read_engine) if read_engine is not None and sqlite else None
-        self._autocommit = sessionmaker(read_engine, expire_on_commit=False, autoflush=False) \
-            if read_engine is not None and not sqlite else None
+        self._reader: _Reader | None = None
+        self._autocommit: sessionmaker[Session] | None = None
+        if read_engine is not None and (sqlite or threads == 1):
+            self._reader = _Reader(read_engine, 1 if sqlite else _SERVER_READERS)
+        elif read_engine is not None:
+            self._autocommit = sessionmaker(read_engine, expire_on_commit=False,
+                                            autoflush=False)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zcore-db")
         self._closed = False
 
@@ -787,10 +814,12 @@ class Database:
         ``attempt to write a readonly database``), in a thread beside the writer's, so it
         neither waits for writes nor holds them up, and reads queued together share one
         transaction and one wake-up of the event loop. On PostgreSQL, MariaDB and MySQL it
-        runs in the worker threads on a connection in autocommit mode: under ``READ
-        COMMITTED`` each statement sees what was committed before it began, in a transaction
-        or not, so ``fn`` sees the same, without the round trips of ``BEGIN`` and ``COMMIT``.
-        On an in-memory SQLite database it is :meth:`run`. ``fn`` must not write.
+        runs on a connection in autocommit mode: under ``READ COMMITTED`` each statement
+        sees what was committed before it began, in a transaction or not, so ``fn`` sees the
+        same, without the round trips of ``BEGIN`` and ``COMMIT``; with one writer it runs
+        in reader threads of its own, which take the reads queued together one after the
+        other and wake the event loop once for them, else in the writers' threads. On an
+        in-memory SQLite database it is :meth:`run`. ``fn`` must not write.
         """
         if self._reader is None and self._autocommit is None:
             return await self.run(fn, *args, **kwargs)
@@ -1069,10 +1098,13 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/zstack.db`` (the default backend; the
     parent directory is created; ``sqlite://`` is a private in-memory database),
     ``postgresql+psycopg://user:pw@host/db`` or ``mysql+pymysql://user:pw@host/db``.
-    ``threads`` is how many transactions run at once: by default 1 for SQLite (it admits one
-    writer at a time, so more threads only contend for the lock) and 8 for a server; the
-    connection pool holds as many connections, plus two for start-up work. ``echo`` logs
-    every statement.
+    ``threads`` is how many write transactions run at once, by default 1 on every backend:
+    one writer whose queued transactions commit as one (SQLite admits one writer at a time
+    anyway; on a server, one writer committing groups does more than several committing
+    one transaction each, see :class:`_GroupCommit`), with reads in two threads of their own
+    on a server. More than 1 (servers only) runs each transaction on its own in that many
+    threads, reads among them. The connection pool holds as many connections, plus two for
+    start-up work. ``echo`` logs every statement.
 
     SQLite files are opened in WAL mode with ``synchronous=NORMAL``, foreign keys enforced
     and a 30 s busy timeout; :meth:`Database.read` has one more thread and a read-only
@@ -1086,7 +1118,7 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
                            "postgresql+psycopg://user@host/zstack") from exc
     backend = parsed.get_backend_name()
     if threads is None:
-        threads = 1 if backend == "sqlite" else _SERVER_THREADS
+        threads = 1
     if threads < 1:
         raise StartupError(f"database threads must be at least 1, not {threads}")
     options: dict[str, Any] = {"echo": echo}
@@ -1126,7 +1158,8 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
             # Reads (Database.read), in autocommit mode: no transaction is ever left open
             # on these connections, so none is rolled back when they return to the pool.
             read_engine = create_engine(parsed, **{
-                **options, "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None})
+                **options, "pool_size": max(threads, _SERVER_READERS),
+                "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None})
         except Exception as exc:
             raise StartupError(
                 f"cannot use the database URL {parsed.render_as_string(hide_password=True)}: "

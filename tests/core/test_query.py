@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
 from hypothesis import event as note_event
-from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import BigInteger, Boolean, Float, Integer, String, event
 from sqlalchemy import inspect as sa_inspect
@@ -342,7 +342,15 @@ def test_nothing_may_follow_a_null_check() -> None:
        op=st.sampled_from([op for op in OPERATORS if not op.startswith(" ")]),
        value=st.text(max_size=12))
 def test_parse_round_trips_any_value(field: str, op: str, value: str) -> None:
+    # The longest operator wins: "a>=" is a >= "", never a > "=".
+    assume(not any(len(other) > len(op) and (op + value).startswith(other)
+                   for other in OPERATORS))
     assert parse_condition(f"{field}{op}{value}") == Condition(field, op, value)
+
+
+def test_the_longest_operator_wins() -> None:
+    assert parse_condition("a>=") == Condition("a", ">=", "")
+    assert parse_condition("a<==") == Condition("a", "<=", "=")
 
 
 # --------------------------------------------------------------------------- operators
