@@ -45,7 +45,9 @@ async def bring_back(env: Environment, host_uuid: str) -> None:
     await service(env.node).ping_all()
     for _ in range(200):  # the reconnection, then the GC, run in the background
         await asyncio.sleep(0.02)
-        if await host_status(env, host_uuid) == "Connected" and not await gc_jobs(env, "Idle"):
+        # No GC job waiting or still at work ("Processing"): each has run to its end.
+        if await host_status(env, host_uuid) == "Connected" and all(
+                job["status"] == "Done" for job in await gc_jobs(env)):
             break
     assert await host_status(env, host_uuid) == "Connected"
 
