@@ -47,10 +47,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=postgresql,mysql
 if [ "$action" = test ]; then
-  extras=$extras,test,bench
-  # libvirt-python builds against libvirt's headers; the KVM agent makes disks with qemu-img.
-  if ! pkg-config --exists libvirt 2>/dev/null || ! command -v qemu-img >/dev/null; then
-    apt_install pkg-config libvirt-dev qemu-utils
+  extras=$extras,test,bench,mysqlclient
+  # libvirt-python and mysqlclient build against libvirt's and MySQL's client headers; the
+  # KVM agent makes disks with qemu-img.
+  if ! pkg-config --exists libvirt mysqlclient 2>/dev/null || ! command -v qemu-img >/dev/null
+  then
+    apt_install pkg-config libvirt-dev default-libmysqlclient-dev qemu-utils
   fi
 fi
 echo "==> installing the project into .venv ($extras)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -50,9 +51,12 @@ LOG_LEVEL = "WARNING"  # a log line per request would be part of what is measure
 #: Where ``--db postgresql`` and ``--db mariadb`` find a server (a database the user may
 #: create schemas or databases in).
 DB_ENV = {"postgresql": "ZSTACK_TEST_POSTGRESQL_URL", "mariadb": "ZSTACK_TEST_MARIADB_URL"}
+#: MariaDB through MySQL's C client when it is installed (``pip install -e .[mysqlclient]``),
+#: as a production node would use it, else through pymysql.
+_MYSQL_DRIVER = "mysqldb" if importlib.util.find_spec("MySQLdb") else "pymysql"
 DB_DEFAULTS = {
     "postgresql": "postgresql+psycopg://zstack:zstack@127.0.0.1:5432/zstack_test",
-    "mariadb": "mysql+pymysql://zstack:zstack@127.0.0.1:3306/zstack_test",
+    "mariadb": f"mysql+{_MYSQL_DRIVER}://zstack:zstack@127.0.0.1:3306/zstack_test",
 }
 
 _encode = msgspec.json.encode

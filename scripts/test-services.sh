@@ -49,5 +49,8 @@ GRANT ALL PRIVILEGES ON *.* TO 'zstack'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO 'zstack'@'localhost';
 CREATE DATABASE IF NOT EXISTS zstack_test;
 SQL
-  export ZSTACK_TEST_MARIADB_URL=mysql+pymysql://zstack:zstack@127.0.0.1:3306/zstack_test
+  # MySQL's C client when installed (the test extras of bootstrap.sh), else pymysql.
+  driver=pymysql
+  if .venv/bin/python -c 'import MySQLdb' 2>/dev/null; then driver=mysqldb; fi
+  export ZSTACK_TEST_MARIADB_URL=mysql+$driver://zstack:zstack@127.0.0.1:3306/zstack_test
 fi

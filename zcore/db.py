@@ -1097,7 +1097,8 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
 
     ``url`` is a SQLAlchemy URL: ``sqlite:///path/zstack.db`` (the default backend; the
     parent directory is created; ``sqlite://`` is a private in-memory database),
-    ``postgresql+psycopg://user:pw@host/db`` or ``mysql+pymysql://user:pw@host/db``.
+    ``postgresql+psycopg://user:pw@host/db``, ``mysql+pymysql://user:pw@host/db`` or
+    ``mysql+mysqldb://user:pw@host/db`` (MySQL's C client, the faster).
     ``threads`` is how many write transactions run at once, by default 1 on every backend:
     one writer whose queued transactions commit as one (SQLite admits one writer at a time
     anyway; on a server, one writer committing groups does more than several committing
@@ -1164,7 +1165,8 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
             raise StartupError(
                 f"cannot use the database URL {parsed.render_as_string(hide_password=True)}: "
                 f"{type(exc).__name__}: {exc}; install the driver it names (psycopg for "
-                "postgresql+psycopg, pymysql for mysql+pymysql)") from exc
+                "postgresql+psycopg, pymysql for mysql+pymysql, mysqlclient for "
+                "mysql+mysqldb)") from exc
     return Database(engine, threads=threads, read_engine=read_engine)
 
 
