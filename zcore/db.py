@@ -499,7 +499,7 @@ class _GroupCommit(_Worker):
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        super().__init__("zcore-db_0")
+        super().__init__("zcore-db-write")
 
     def _serve(self) -> None:
         for group in _batches(self._queue, GROUP_COMMIT_MAX):
