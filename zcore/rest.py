@@ -324,9 +324,10 @@ class RestServer:
             for name, value in zip(api.path_variables(), request.match_info.values(),
                                    strict=False):
                 params[name] = value
-        job_uuid = request.headers.get("X-Job-UUID") or \
-            (new_uuid() if api.is_async else _sync_job_uuid())
-        if not is_uuid(job_uuid):
+        job_uuid = request.headers.get("X-Job-UUID")
+        if not job_uuid:  # ours, well formed
+            job_uuid = new_uuid() if api.is_async else _sync_job_uuid()
+        elif not is_uuid(job_uuid):
             return _bad_request("invalid X-Job-UUID",
                                 f"X-Job-UUID {job_uuid!r} is not 32 lower-case hex digits")
         if api.is_async:

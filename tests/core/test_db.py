@@ -458,6 +458,7 @@ async def test_a_group_picked_as_a_deadlock_victim_runs_again_alone(
 async def test_with_more_writer_threads_each_transaction_runs_alone(
         database_url: str, database_migrations: list[Migrations]) -> None:
     db = create_database(database_url, threads=4)
+    begun: list[object] = []
     try:
         await db.migrate(database_migrations)
 
@@ -468,8 +469,14 @@ async def test_with_more_writer_threads_each_transaction_runs_alone(
                 raise ValueError(f"no {i}")
             return row.name
 
+        def began(connection: object) -> None:
+            begun.append(connection)
+
+        sa.event.listen(db.engine, "begin", began)
         outcomes = await asyncio.gather(*(db.run(write, i) for i in range(20)),
                                         return_exceptions=True)
+        sa.event.remove(db.engine, "begin", began)
+        assert len(begun) == 20  # a transaction each, none grouped
         assert [o if isinstance(o, str) else str(o) for o in outcomes] == \
             [f"no {i}" if i % 4 == 0 else f"w{i}" for i in range(20)]
         names = await db.read(lambda s: sorted(s.scalars(select(ZTestThingVO.name))))
