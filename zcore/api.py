@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import msgspec
+from sqlalchemy import Row, select
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from zcore import progress
@@ -465,7 +465,8 @@ class Inventory(dict[str, Any]):
 
     __slots__ = ("server_class",)
 
-    def __init__(self, server_class: str, fields: Mapping[str, Any]) -> None:
+    def __init__(self, server_class: str,
+                 fields: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
         super().__init__(fields)
         self.server_class = server_class
 
@@ -631,6 +632,7 @@ class ApiService:
             name: p.record.message for name, p in registry.api_messages.items()}
         self._types = {name: p.record for name, p in registry.resource_types.items()}
         self._columns: dict[str, list[str]] = {}
+        self._plain: dict[str, tuple[str, ...] | None] = {}
         self._edges: list[tuple[str, str, str]] = [
             (p.record.child, p.record.parent, p.record.field)
             for p in registry.cascade_edges.values() if p.record.field]
@@ -848,6 +850,26 @@ class ApiService:
             fields = {c: getattr(row, c) for c in columns}
         return Inventory(record.inventory or resource_type, fields)
 
+    def _plain_columns(self, resource_type: str) -> tuple[str, ...] | None:
+        """The columns a query reads of the resource type when its inventory is made of
+        them alone (no ``to_inventory``, or one that is ``columns_only``) and its model has
+        no inheritance: rows of those columns instead of model instances, which cost more
+        to build than a short query costs to run. ``None``: model instances."""
+        try:
+            return self._plain[resource_type]
+        except KeyError:
+            pass
+        record = self._types[resource_type]
+        columns = None
+        if (record.to_inventory is None or record.columns_only) and \
+                self.query_engine.plain(resource_type):
+            columns = tuple(c for c in _columns(record.model) if c not in record.hidden)
+            # A row's own attributes (count, index, ...) would hide a column of that name.
+            if record.to_inventory is not None and any(hasattr(Row, c) for c in columns):
+                columns = None
+        self._plain[resource_type] = columns
+        return columns
+
     def inventories(self, session: Session, resource_type: str, rows: Iterable[Any]
                     ) -> list[Inventory]:
         """The inventories of ``rows`` with every plugin's :class:`InventoryExtension` fields.
@@ -892,10 +914,17 @@ class ApiService:
                                  f"'{name}'{hint}")
         engine = self.query_engine
         account = ctx.caller.filter_account
+        columns = self._plain_columns(resource)
+        record = self._types[resource]
+        server_class = record.inventory or resource
 
         def run(session: Session) -> tuple[list[Inventory], int | None]:
-            result = engine.run(session, query, account_uuid=account)
-            return self.inventories(session, resource, result.rows), result.total
+            result = engine.run(session, query, account_uuid=account, columns=columns)
+            if columns is None or record.to_inventory is not None:
+                return self.inventories(session, resource, result.rows), result.total
+            return self.extend(session, resource, [
+                Inventory(server_class, zip(columns, row, strict=True))
+                for row in result.rows]), result.total
 
         inventories, total = await self.node.db.read(run)
         if fields:

@@ -18,7 +18,7 @@ __all__ = ["DeleteGCJob", "QueryGCJob", "TriggerGCJob", "api_messages", "resourc
 
 def resource_types() -> list[ResourceType]:
     return [ResourceType("GarbageCollectorVO", model=GarbageCollectorVO, inventory=INVENTORY,
-                         owned_through=None, to_inventory=gc_inventory,
+                         owned_through=None, to_inventory=gc_inventory, columns_only=True,
                          description="a garbage-collector job")]
 
 

@@ -57,6 +57,7 @@ The engine is synchronous: call :meth:`QueryEngine.run` inside ``await db.run(..
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -144,6 +145,7 @@ class Condition:
     value: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_condition(text: str) -> Condition:
     """Split ``name=vm1``, ``cpuNum>=2``, ``zone.name?=a,b``, ``description is null``.
 
@@ -153,7 +155,8 @@ def parse_condition(text: str) -> Condition:
     operators in order; in addition a value may itself contain an operator
     (``name=a>=b`` is ``name`` ``=`` ``a>=b``). The field is stripped, the value is not.
     Raises :class:`QuerySyntaxError` when there is no operator, the field is empty, or text
-    follows ``is null`` / ``not null``.
+    follows ``is null`` / ``not null``. The conditions parsed last are remembered: a client
+    asks the same ones again and again, and a :class:`Condition` cannot change.
     """
     best: tuple[int, str] | None = None
     for op in OPERATORS:
@@ -306,7 +309,7 @@ class _Plan:
     counted: Select[Any] | None
     probes: tuple[_Probe, ...]
     cap: int
-    variants: dict[tuple[frozenset[int], bool], Select[Any]]
+    variants: dict[tuple[frozenset[int], bool, tuple[str, ...] | None], Select[Any]]
 
     def choose(self, session: Session) -> frozenset[int]:
         """The conditions to test row by row: those found dense, until one is not; fewer
@@ -332,23 +335,35 @@ class _Plan:
         return bool(keys) and int(session.execute(probe.rows, {"keys": keys}).scalar_one()
                                   ) >= self.cap
 
-    def rows(self, dense: frozenset[int], scalar: bool) -> Select[Any]:
+    def rows(self, dense: frozenset[int], scalar: bool,
+             columns: tuple[str, ...] | None = None) -> Select[Any]:
         """The rows statement testing the conditions ``dense`` row by row: with ``EXISTS``,
-        or, when ``scalar``, with scalar subqueries."""
-        stmt = self.variants.get((dense, scalar))
+        or, when ``scalar``, with scalar subqueries. It selects the model, or only
+        ``columns`` (mapped attribute keys) when given."""
+        key = (dense, scalar, columns)
+        stmt = self.variants.get(key)
         if stmt is None:  # two threads may both build it: the same statement, harmless
             where: list[ColumnElement[bool]] = []
             for i, term in enumerate(self.terms):
                 form = term.scalar if scalar else term.correlated
                 where.append(form if i in dense and form is not None else term.plain)
-            stmt = (select(self.model).where(*where, *self.account).options(undefer("*"))
-                    .order_by(*self.order))
+            if columns is None:
+                stmt = select(self.model).options(undefer("*"))
+            else:
+                stmt = select(*(_labelled(getattr(self.model, c), c) for c in columns))
+            stmt = stmt.where(*where, *self.account).order_by(*self.order)
             if self.start:
                 stmt = stmt.offset(self.start)
             if self.limit is not None:
                 stmt = stmt.limit(self.limit)
-            self.variants[(dense, scalar)] = stmt
+            self.variants[key] = stmt
         return stmt
+
+
+def _labelled(attribute: Any, key: str) -> Any:
+    """A mapped column, named by its attribute key in a row (it may differ from the
+    column's name)."""
+    return attribute if attribute.expression.name == key else attribute.label(key)
 
 
 def _python_type(column_type: TypeEngine[Any]) -> type | None:
@@ -586,6 +601,12 @@ class QueryEngine:
         """Whether ``resource_type`` is declared with a model, so it can be queried."""
         return resource_type in self._types
 
+    def plain(self, resource_type: str) -> bool:
+        """Whether the resource type's model is one class, with no inheritance: its rows may
+        be read as columns (``run(columns=...)``)."""
+        mapper: Any = sa_inspect(self._type(resource_type).model)
+        return mapper.inherits is None and mapper.polymorphic_on is None
+
     def fields(self, resource_type: str) -> list[str]:
         """The columns (mapped attribute keys) of the resource type's model, sorted."""
         return self._type(resource_type).field_names()
@@ -602,9 +623,14 @@ class QueryEngine:
 
     # ----------------------------------------------------------------- running
 
-    def run(self, session: Session, query: Query, *,
-            account_uuid: str | None = None) -> QueryResult:
+    def run(self, session: Session, query: Query, *, account_uuid: str | None = None,
+            columns: tuple[str, ...] | None = None) -> QueryResult:
         """Run ``query`` in ``session``; ``account_uuid`` ``None`` is an administrator.
+
+        The rows are detached model instances or, with ``columns`` (mapped attribute keys
+        of the model), rows of those columns, in that order and with those names as
+        attributes: no ORM object is built, which costs more than running a short query.
+        Ask for columns only of a model without inheritance (:meth:`plain`).
 
         One statement for the rows and, for ``count``/``reply_with_count``, one for the
         total; with a limit, before the rows, one or two capped probes for each condition on
@@ -624,9 +650,10 @@ class QueryEngine:
         # A total below the cap: the rows are few, and IN finds them without probing.
         if plan.probes and (total is None or total >= plan.cap):
             dense = plan.choose(session)
-        rows = list(session.scalars(plan.rows(dense, bool(dense) and plan.indexed_order))
-                    .all())
-        return QueryResult(rows, total)
+        stmt = plan.rows(dense, bool(dense) and plan.indexed_order, columns)
+        if columns is None:
+            return QueryResult(list(session.scalars(stmt).all()), total)
+        return QueryResult(list(session.execute(stmt)), total)
 
     def _statements(self, query: Query, account_uuid: str | None) -> _Plan:
         # A query asked again (the same conditions and values, by the same account) reuses

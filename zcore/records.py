@@ -65,6 +65,10 @@ class ResourceType:
     of every dependant before a ``Permissive`` deletion touches anything. ``deleting`` is
     the set of uuids the same deletion removes (the resource and all its dependants), so a
     dependant whose owner goes with it can say yes (a VM's NIC when the VM goes too).
+    ``columns_only``: ``to_inventory`` reads nothing of the row but the model's columns (no
+    relationship, no method), so a query may hand it a plain row of those columns, with
+    them as attributes, instead of a model instance, which costs more to build than a short
+    query costs to run. Without ``to_inventory`` that is always so.
     """
 
     name: str
@@ -76,6 +80,7 @@ class ResourceType:
     delete: Callable[..., Awaitable[None]] | None = None
     hidden: tuple[str, ...] = ()
     check_delete: Callable[..., Awaitable[None]] | None = None
+    columns_only: bool = False
 
     def __post_init__(self) -> None:
         _check_name("resource type", self.name)

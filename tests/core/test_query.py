@@ -1259,3 +1259,26 @@ def test_a_link_table_is_checked_at_start_up() -> None:
     with pytest.raises(StartupError, match="'zoneUid' is not a column of the link table QtPinVO"):
         QueryEngine(RESOURCE_TYPES, {("QtZoneVO", "vm"): Provided("qt", QueryExpansion(
             "QtZoneVO", "vm", "QtVmVO", through=(QtPinVO, "zoneUid", "vmUuid")))}, LABELS)
+
+
+async def test_rows_of_columns_hold_what_the_model_instances_hold(world: Database) -> None:
+    columns = ("uuid", "name", "cpu", "enabled", "memory", "load", "lastSeen", "createDate")
+    cases: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        ((), {}),
+        (("cpu>2",), {"sort_by": "cpu", "sort_direction": "desc"}),
+        (("cluster.zone.name=z1",), {"limit": 1, "start": 1}),
+        (("vm.name?=v1,v3", "__systemTag__~=hostname::%"), {"sort_by": "name"}),
+        (("enabled=false",), {"account": ACCOUNT_A}),
+        ((), {"reply_with_count": True, "limit": 2}),
+    ]
+    for conditions, options in cases:
+        account = options.pop("account", None)
+        q = Query("QtHostVO", tuple(parse_condition(c) for c in conditions), **options)
+        models = await world.run(ENGINE.run, q, account_uuid=account)
+        rows = await world.run(ENGINE.run, q, account_uuid=account, columns=columns)
+        assert models.rows, (conditions, options)
+        assert [tuple(getattr(m, c) for c in columns) for m in models.rows] == \
+            [tuple(r) for r in rows.rows], (conditions, options)
+        assert [r.name for r in rows.rows] == [m.name for m in models.rows]
+        assert rows.total == models.total
+    assert ENGINE.plain("QtHostVO") and ENGINE.plain("QtCounterVO")

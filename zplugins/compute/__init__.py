@@ -63,11 +63,11 @@ def zcore_resource_types() -> Iterator[ResourceType]:
     yield ResourceType("ZoneVO", model=ZoneVO,
                        inventory="org.zstack.header.zone.ZoneInventory",
                        description="A zone: the top of the resource tree",
-                       to_inventory=zone_inventory)
+                       to_inventory=zone_inventory, columns_only=True)
     yield ResourceType("ClusterVO", model=ClusterVO,
                        inventory="org.zstack.header.cluster.ClusterInventory",
                        description="A cluster of hosts of one hypervisor type, in a zone",
-                       to_inventory=cluster_inventory)
+                       to_inventory=cluster_inventory, columns_only=True)
     yield from PARTS.collect("resource_types")
 
 

@@ -430,7 +430,7 @@ APIS: tuple[type[APIMessage], ...] = (QueryHost, UpdateHost, ChangeHostState, Re
 def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(HOST, model=HostVO, inventory="org.zstack.header.host.HostInventory",
                        description="A physical host in a cluster, run by a hypervisor",
-                       to_inventory=host_inventory, delete=_delete_host,
+                       to_inventory=host_inventory, columns_only=True, delete=_delete_host,
                        hidden=("reservedMemoryCapacity",))
 
 

@@ -251,7 +251,7 @@ def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(OFFERING, model=InstanceOfferingVO,
                        inventory="org.zstack.header.configuration.InstanceOfferingInventory",
                        description="A VM size: CPUs and memory",
-                       to_inventory=instance_offering_inventory)
+                       to_inventory=instance_offering_inventory, columns_only=True)
 
 
 def db_migrations() -> Iterator[Migrations]:

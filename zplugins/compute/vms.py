@@ -701,6 +701,7 @@ def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(VM, model=VmInstanceVO,
                        inventory="org.zstack.header.vm.VmInstanceInventory",
                        description="A virtual machine", to_inventory=vm_inventory,
+                       columns_only=True,
                        delete=_delete_vm)
 
 

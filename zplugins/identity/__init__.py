@@ -37,7 +37,8 @@ def zcore_resource_types() -> Iterator[ResourceType]:
 
     yield ResourceType("AccountVO", model=AccountVO, inventory=ACCOUNT_INVENTORY,
                        description="An account: it owns resources and logs in",
-                       to_inventory=account_inventory, hidden=("password",))
+                       to_inventory=account_inventory, hidden=("password",),
+                       columns_only=True)
 
 
 @hookimpl

@@ -216,7 +216,7 @@ def resource_types() -> Iterator[ResourceType]:
     yield ResourceType(OFFERING, model=DiskOfferingVO,
                        inventory="org.zstack.header.configuration.DiskOfferingInventory",
                        description="A data volume size",
-                       to_inventory=disk_offering_inventory)
+                       to_inventory=disk_offering_inventory, columns_only=True)
 
 
 def db_migrations() -> Iterator[Migrations]:
