@@ -52,6 +52,7 @@ class NodeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: str = "~/.zstack"
+    cpu: int | Literal["auto", "none"] = "auto"
 
 
 class DatabaseSettings(_Section):

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from zcore import affinity
 from zcore.api import ApiService
 from zcore.bus import Bus, InProcessBroker, create_bus
 from zcore.cascade import CascadeGraph
@@ -244,7 +245,12 @@ async def create_node(
 
 
 async def serve(settings: Settings, *, plugins: PluginSet | None = None) -> None:
-    """Run a node until SIGTERM or SIGINT, then stop it cleanly."""
+    """Run a node until SIGTERM or SIGINT, then stop it cleanly.
+
+    First the event loop's thread is pinned to one CPU (``node.cpu``), so that the threads
+    the node starts run there too (:mod:`zcore.affinity`).
+    """
+    affinity.pin(settings.node.cpu)
     node = await create_node(settings, plugins=plugins)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
