@@ -64,8 +64,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeEngine
@@ -91,6 +93,7 @@ __all__ = [
     "check_new_uuid",
     "create_database",
     "delete_resource",
+    "insert_unless_taken",
     "is_uuid",
     "new_uuid",
     "table_of",
@@ -404,6 +407,38 @@ def table_of(model: type[Any]) -> Table:
     (``default=``, ``onupdate=``) still apply; no ORM event does.
     """
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+_INSERT_OR_NOTHING: dict[tuple[str, Table], Any] = {}
+
+
+def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) -> bool:
+    """Insert one row into ``table`` unless a unique key of it is already taken; whether
+    the row went in. For a value chosen at random that must be unique (a MAC, an IP),
+    which the caller then picks again.
+
+    On PostgreSQL and SQLite (3.35 or later) the ``INSERT`` says ``ON CONFLICT DO NOTHING
+    RETURNING``: one statement, and any other error (a foreign key) raises as usual. On
+    MariaDB and MySQL, whose ``INSERT IGNORE`` would also let other errors pass, it runs in
+    a savepoint, and an ``IntegrityError`` there means taken: three statements.
+    """
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect not in ("postgresql", "sqlite") or not connection.dialect.insert_returning:
+        try:
+            with session.begin_nested():
+                connection.execute(insert(table), values)
+        except IntegrityError:
+            return False
+        return True
+    stmt = _INSERT_OR_NOTHING.get((dialect, table))
+    if stmt is None:
+        module = postgresql_dialect if dialect == "postgresql" else sqlite_dialect
+        # RETURNING, not the row count, which psycopg does not give for an INSERT.
+        stmt = _INSERT_OR_NOTHING[(dialect, table)] = (
+            module.insert(table).on_conflict_do_nothing()
+            .returning(*table.primary_key.columns))
+    return connection.execute(stmt, values).first() is not None
 
 
 def lock_for_update(session: Session, model: Any, uuid: str) -> None:

@@ -29,8 +29,10 @@ from zcore.db import (
     add_resource,
     create_database,
     delete_resource,
+    insert_unless_taken,
     is_uuid,
     new_uuid,
+    table_of,
 )
 from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
 from zcore.records import Migrations
@@ -649,3 +651,42 @@ def test_string_columns_have_lengths() -> None:
         for column in Base.metadata.tables[table].columns:
             if isinstance(column.type, String) and type(column.type).__name__ != "Text":
                 assert column.type.length, f"{table}.{column.name}"
+
+
+async def test_insert_unless_taken_says_taken_and_the_transaction_goes_on(
+        database: Database) -> None:
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    first, second = new_uuid(), new_uuid()
+    now = datetime.now(UTC)
+
+    def resource(uuid: str) -> dict[str, object]:
+        return {"uuid": uuid, "resourceName": "r", "resourceType": "ZTestThingVO",
+                "createDate": now}
+
+    def insert_twice(session: Session) -> list[bool]:
+        done = [insert_unless_taken(session, resources, resource(first)),
+                insert_unless_taken(session, resources, resource(first))]
+        # On PostgreSQL a failed statement would have ended the transaction: it goes on.
+        done.append(insert_unless_taken(session, resources, resource(second)))
+        return done
+
+    assert await database.run(insert_twice) == [True, False, True]
+    names = await database.run(lambda s: sorted(s.scalars(
+        select(ResourceVO.uuid).where(ResourceVO.resourceType == "ZTestThingVO"))))
+    assert names == sorted([first, second])
+
+    def tag_of_nothing(session: Session) -> bool:
+        return insert_unless_taken(session, tags, {
+            "uuid": new_uuid(), "resourceUuid": new_uuid(), "resourceType": "ZTestThingVO",
+            "tag": "t", "createDate": now, "lastOpDate": now})
+
+    # Only a unique key taken means taken: a missing parent is an error, where the
+    # database can tell them apart in the statement (MariaDB and MySQL cannot, without
+    # also ignoring every other error).
+    if database.dialect in ("postgresql", "sqlite"):
+        with pytest.raises(IntegrityError):
+            await database.run(tag_of_nothing)
+    else:
+        assert await database.run(tag_of_nothing) is False
+    assert await database.run(lambda s: s.scalar(select(func.count()).select_from(
+        UserTagVO))) == 0

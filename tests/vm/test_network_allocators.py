@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from zcore.node import Node
 from zplugins.network.ip_allocators import (
     IP_ALLOCATION_ERROR,
     IP_ALLOCATORS,
+    FirstAvailableIpAllocatorStrategy,
+    Range,
     allocate_ip,
     strategy_of,
 )
@@ -104,3 +107,31 @@ async def test_a_static_ip_taken_or_outside_the_ranges_is_refused(node: Node) ->
     assert "192.168.0.99" in str(error.details) and l3_uuid in str(error.details)
     await fails(allocate(node, l3_uuid, static_ip="not-an-ip"), "SYS.1007")
     assert await used(node, l3_uuid) == ["192.168.0.15", "192.168.0.16"]
+
+
+class _TakenMeanwhile(FirstAvailableIpAllocatorStrategy):
+    """Picks first an address that another node took after this one read the free ones."""
+
+    def __init__(self, taken: str) -> None:
+        self.taken = int(IPv4Address(taken))
+        self.excluded: list[frozenset[int]] = []
+
+    def pick(self, session: Session, ranges: list[Range],
+             exclude: frozenset[int]) -> tuple[Range, int] | None:
+        self.excluded.append(exclude)
+        if len(self.excluded) == 1:
+            return ranges[0], self.taken
+        return super().pick(session, ranges, exclude)
+
+
+async def test_an_address_taken_meanwhile_is_passed_over_for_the_next(node: Node) -> None:
+    l3_uuid, range_uuid = await network(node)
+    await use_ips(node, range_uuid, "192.168.0.15")
+    strategy = _TakenMeanwhile("192.168.0.15")
+
+    def run(session: Session) -> str:
+        return allocate_ip(session, l3_uuid, vm_nic_uuid=None, strategy=strategy).ip
+
+    assert await node.db.run(run) == "192.168.0.10"
+    assert strategy.excluded == [frozenset(), frozenset({strategy.taken})]
+    assert await used(node, l3_uuid) == ["192.168.0.10", "192.168.0.15"]

@@ -14,6 +14,7 @@ from zcore import hookimpl
 from zcore.db import ResourceVO
 from zcore.errors import ZError
 from zcore.testing.env import Environment
+from zplugins.network import nic_steps
 from zplugins.network.models import UsedIpVO, VmNicVO
 from zplugins.network.public import (
     register_network_service_backend,
@@ -224,3 +225,31 @@ async def test_a_static_ip_is_kept_as_a_tag_until_deleted(vm_cloud: Environment)
     assert await static_tags() == []
     nic = (await call("QueryVmNic", q=[f"vmInstanceUuid={vm['uuid']}"]))["inventories"][0]
     assert nic["ip"] == "10.0.0.61"  # the address stays; it is just not static any more
+
+
+async def test_a_mac_another_nic_has_is_drawn_again(vm_cloud: Environment,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    env = vm_cloud
+    first = await create_vm(env, "vm1")
+    taken = first["vmNics"][0]["mac"]
+    drawn = iter([taken, taken, "fa:00:00:00:00:01", "fa:00:00:00:00:02"])
+    monkeypatch.setattr(nic_steps, "random_mac", lambda: next(drawn))
+    second = await create_vm(env, "vm2")
+    assert [n["mac"] for n in second["vmNics"]] == ["fa:00:00:00:00:01", "fa:00:00:00:00:02"]
+    # One NIC, one ResourceVO row each: the draws that collided left nothing behind.
+    assert await nic_rows(env) == {"nics": 4, "used_ips": 4, "nic_resources": 4}
+
+
+async def test_a_device_id_the_vm_has_already_leaves_no_nic_behind(
+        vm_cloud: Environment) -> None:
+    env = vm_cloud
+    vm = await create_vm(env, "vm1")
+    before = await nic_rows(env)
+
+    def second_nic_0(session: Any) -> str:
+        return nic_steps.insert_nic(session, vm["uuid"], env.uuid("l3b"), 0)
+
+    with pytest.raises(ZError) as err:
+        await env.node.db.run(second_nic_0)
+    assert "no unique MAC / device id 0" in err.value.details
+    assert await nic_rows(env) == before

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import bindparam, exists, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from zcore.db import new_uuid, table_of, utcnow
+from zcore.db import insert_unless_taken, new_uuid, table_of, utcnow
 from zcore.errors import ZError
 from zcore.records import GlobalConfigOption
 from zplugins.network.models import IpRangeVO, L3NetworkVO, UsedIpVO
@@ -92,7 +91,6 @@ _RANGES_OF = select(_RANGES.c.uuid, _RANGES.c.l3NetworkUuid, _RANGES.c.startIp,
     _RANGES.c.l3NetworkUuid == bindparam("l3"), _RANGES.c.ipVersion == 4)
 _IS_USED = select(_USED_IPS.c.uuid).where(_USED_IPS.c.l3NetworkUuid == bindparam("l3"),
                                           _USED_IPS.c.ipInLong == bindparam("ip"))
-_INSERT_USED_IP = insert(_USED_IPS)
 
 
 def ranges_of(session: Session, l3_uuid: str) -> list[Range]:
@@ -278,15 +276,12 @@ def _claim(session: Session, rng: Range, ip: int, vm_nic_uuid: str | None,
                   ip=str(IPv4Address(ip)), ipInLong=ip, ipVersion=4, gateway=rng.gateway,
                   netmask=rng.netmask, vmNicUuid=vm_nic_uuid)
     now = utcnow()
-    # A prebuilt Core INSERT: the unit of work would cost more than the claim itself.
-    try:
-        with session.begin_nested():
-            session.connection().execute(_INSERT_USED_IP, {
-                "uuid": used.uuid, "ipRangeUuid": used.ipRangeUuid,
-                "l3NetworkUuid": used.l3NetworkUuid, "ip": used.ip, "ipInLong": ip,
-                "ipVersion": 4, "gateway": used.gateway, "netmask": used.netmask,
-                "usedFor": used_for, "vmNicUuid": vm_nic_uuid, "createDate": now,
-                "lastOpDate": now})
-    except IntegrityError:
-        return None
-    return used
+    # A Core INSERT: the unit of work would cost more than the claim itself. The address
+    # is taken when another allocation has it (unique l3NetworkUuid, ipInLong).
+    taken = not insert_unless_taken(session, _USED_IPS, {
+        "uuid": used.uuid, "ipRangeUuid": used.ipRangeUuid,
+        "l3NetworkUuid": used.l3NetworkUuid, "ip": used.ip, "ipInLong": ip,
+        "ipVersion": 4, "gateway": used.gateway, "netmask": used.netmask,
+        "usedFor": used_for, "vmNicUuid": vm_nic_uuid, "createDate": now,
+        "lastOpDate": now})
+    return None if taken else used

@@ -18,12 +18,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from zcore import FlowStep
-from zcore.db import Base, ResourceVO, add_resource_row, new_uuid, table_of, utcnow
+from zcore.db import (
+    Base,
+    ResourceVO,
+    add_resource_row,
+    insert_unless_taken,
+    new_uuid,
+    table_of,
+    utcnow,
+)
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import NicTO, get_host
@@ -83,7 +90,6 @@ _L3_USABLE = select(
     select(IpRangeVO.uuid).where(IpRangeVO.l3NetworkUuid == _L3S.c.uuid).limit(1)
     .scalar_subquery().label("rangeUuid")).where(_L3S.c.uuid == bindparam("uuid"))
 _OWNER = select(_RESOURCES.c.ownerAccountUuid).where(_RESOURCES.c.uuid == bindparam("uuid"))
-_INSERT_NIC = insert(_NICS)
 _NICS_BY_UUID = select(_NICS.c.uuid, _NICS.c.l3NetworkUuid, _NICS.c.mac, _NICS.c.deviceId,
                        _NICS.c.internalName).where(
     _NICS.c.uuid.in_(bindparam("uuids", expanding=True))).order_by(_NICS.c.deviceId)
@@ -168,22 +174,19 @@ def insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
     MAC; its uuid. Core INSERTs, for the VM chains; :func:`make_nic` gives the ORM row."""
     connection = session.connection()
     owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
+    uuid, now = new_uuid(), utcnow()
+    add_resource_row(session, uuid, "VmNicVO", name=None, owner_account_uuid=owner,
+                     create_date=now)
     for _ in range(16):
-        uuid, now = new_uuid(), utcnow()
-        try:
-            with session.begin_nested():
-                add_resource_row(session, uuid, "VmNicVO", name=None,
-                                 owner_account_uuid=owner, create_date=now)
-                connection.execute(_INSERT_NIC, {
-                    "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
-                    "mac": random_mac(), "deviceId": device_id,
-                    "internalName": f"vnic{vm_uuid[:8]}.{device_id}",
-                    "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now})
+        if insert_unless_taken(session, _NICS, {
+                "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
+                "mac": random_mac(), "deviceId": device_id,
+                "internalName": f"vnic{vm_uuid[:8]}.{device_id}",
+                "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
             return uuid
-        except IntegrityError:
-            # A MAC collision (another NIC has it): try another. A duplicate device id
-            # would collide every time, which the loop ends with the error below.
-            continue
+        # A MAC collision (another NIC has it): try another. A duplicate device id would
+        # collide every time, which the loop ends with the error below; the transaction
+        # then rolls back the NIC's ResourceVO row with the rest.
     raise ZError(INVALID_ARGUMENT, "cannot create the NIC",
                  f"no unique MAC / device id {device_id} for a NIC of VM {vm_uuid} on L3 "
                  f"network {l3_uuid} after 16 attempts")
