@@ -12,7 +12,7 @@ from zcore.db import utcnow
 from zcore.errors import ZError
 from zcore.testing.env import Environment
 from zplugins.compute.models import VmInstanceVO
-from zplugins.compute.vms import expunge_old_vms
+from zplugins.compute.vms import CreateVmInstance, expunge_old_vms
 from zplugins.simulator.hosts import SIMULATOR
 
 GiB = 1024**3
@@ -54,6 +54,7 @@ async def _action(env: Environment, api: str, uuid: str, **params: Any) -> dict[
     ({"strategy": "JustCreate"}, "strategy"),
     ({"dataDiskSizes": ["ten"]}, "dataDiskSizes"),
     ({"systemTags": ["hostname::-bad-"]}, "systemTags"),
+    ({"systemTags": ["hostname::web1", "hostname::web2"]}, "systemTags"),
 ])
 async def test_bad_creation_requests_are_refused_and_create_nothing(
         vm_cloud: Environment, params: dict[str, Any], named: str) -> None:
@@ -81,6 +82,38 @@ async def test_a_pinned_host_outside_the_pinned_zone_is_refused(vm_cloud: Enviro
     assert await _vms(vm_cloud) == []
 
 
+async def test_a_chosen_uuid_is_the_vms_unless_a_resource_has_it(
+        vm_cloud: Environment) -> None:
+    chosen = "ab" * 16
+    vm = await _create(vm_cloud, resourceUuid=chosen)
+    assert vm["uuid"] == chosen
+    with pytest.raises(ZError) as caught:
+        await _create(vm_cloud, "vm2", resourceUuid=chosen)
+    assert caught.value.code == "SYS.1007" and "resourceUuid" in caught.value.details
+    assert [v["uuid"] for v in await _vms(vm_cloud)] == [chosen]
+
+
+async def test_a_chosen_uuid_taken_after_the_checks_is_refused_and_leaves_nothing(
+        vm_cloud: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another call takes the uuid between the request's checks and the VM's row.
+    checked = CreateVmInstance.spec
+
+    async def checked_then_taken(self: CreateVmInstance, ctx: Any,
+                                 uuid: str | None = None) -> Any:
+        spec = await checked(self, ctx, uuid)
+        await vm_cloud.client.call("CreateZone", name="zone-taking-it", resourceUuid=spec.uuid)
+        return spec
+
+    monkeypatch.setattr(CreateVmInstance, "spec", checked_then_taken)
+    before = await _hosts(vm_cloud)
+    with pytest.raises(ZError) as caught:
+        await _create(vm_cloud, resourceUuid="cd" * 16)
+    assert caught.value.code == "SYS.1007"
+    assert "already used by a ZoneVO" in caught.value.details
+    assert await _vms(vm_cloud) == []
+    assert await _hosts(vm_cloud) == before
+
+
 # --------------------------------------------------------------------------- the life cycle
 
 
@@ -93,6 +126,7 @@ async def test_a_vm_goes_through_its_life_cycle_and_gives_back_its_host(
     assert vm["cpuNum"] == 1 and vm["memorySize"] == GiB
     assert vm["rootVolumeUuid"] is not None
     assert vm["allVolumes"][0]["uuid"] == vm["rootVolumeUuid"]
+    assert vm["platform"] == "Linux"  # the image's
     assert [n["l3NetworkUuid"] for n in vm["vmNics"]] == [vm_cloud.uuid("l3a")]
     assert vm["vmCdRoms"] == []
     uuid, host = vm["uuid"], vm["hostUuid"]
@@ -136,14 +170,37 @@ async def test_a_vm_goes_through_its_life_cycle_and_gives_back_its_host(
     assert await _hosts(vm_cloud) == before
 
 
+async def test_the_hypervisor_is_told_the_same_vm_at_creation_and_at_a_later_start(
+        vm_cloud: Environment) -> None:
+    vm = await _create(vm_cloud, systemTags=["hostname::web1"], cpuNum=2,
+                       memorySize=2 * GiB, instanceOfferingUuid=None)
+    await _action(vm_cloud, "StopVmInstance", vm["uuid"])
+    started = await _action(vm_cloud, "StartVmInstance", vm["uuid"],
+                            hostUuid=vm["hostUuid"])
+    assert started["hostUuid"] == vm["hostUuid"]
+    starts = [body for path, body in SIMULATOR.host(vm["hostUuid"]).calls
+              if path == "/vm/start" and body["vmInstanceUuid"] == vm["uuid"]]
+    assert len(starts) == 2
+    assert starts[0] == starts[1]
+    assert (starts[0]["vmName"], starts[0]["hostname"], starts[0]["cpuNum"],
+            starts[0]["memory"]) == ("vm1", "web1", 2, 2 * GiB)
+    assert starts[0]["rootVolume"]["volumeUuid"] == vm["rootVolumeUuid"]
+
+
 async def test_create_stopped_holds_no_host(vm_cloud: Environment) -> None:
     before = await _hosts(vm_cloud)
     vm = await _create(vm_cloud, strategy="CreateStopped", cpuNum=2, memorySize=2 * GiB,
                        instanceOfferingUuid=None)
     assert (vm["state"], vm["hostUuid"], vm["cpuNum"]) == ("Stopped", None, 2)
+    assert vm["lastHostUuid"] in before  # the host it was made on
+    assert vm["rootVolumeUuid"] == vm["allVolumes"][0]["uuid"]
+    assert vm["platform"] == "Linux"
     assert await _hosts(vm_cloud) == before
     started = await _action(vm_cloud, "StartVmInstance", vm["uuid"])
     assert started["state"] == "Running"
+    assert started["lastHostUuid"] == started["hostUuid"]
+    assert (started["rootVolumeUuid"], started["platform"]) == \
+        (vm["rootVolumeUuid"], "Linux")
     cpu, memory = before[started["hostUuid"]]
     assert (await _hosts(vm_cloud))[started["hostUuid"]] == (cpu - 2, memory - 2 * GiB)
 

@@ -48,7 +48,9 @@ from sqlalchemy import (
     Exists,
     ScalarSelect,
     SelectBase,
+    Table,
     and_,
+    bindparam,
     func,
     select,
     true,
@@ -440,9 +442,10 @@ def no_host_error(session: Session, request: HostRequest) -> ZError:
 # --------------------------------------------------------------------------- picking one
 
 
-def strategy_for_vm(node: Node, session: Session, vm: VmInstanceVO,
+def strategy_for_vm(node: Node, session: Session, vm: Any,
                     asked: str | None = None) -> HostAllocatorStrategy:
-    """The VM's strategy: ``asked``, else its own, else its offering's, else the default."""
+    """The VM's strategy: ``asked``, else its own, else its offering's, else the default.
+    ``vm``: its ``VmInstanceVO``, or a row with its columns."""
     from zplugins.compute.offerings import InstanceOfferingVO
 
     name = asked or vm.allocatorStrategy
@@ -457,8 +460,17 @@ def strategy_for_vm(node: Node, session: Session, vm: VmInstanceVO,
 # --------------------------------------------------------------------------- steps
 
 
-def _vm(session: Session, vm_uuid: str) -> VmInstanceVO:
-    vm = session.get(VmInstanceVO, vm_uuid)
+_VMS = cast(Table, VmInstanceVO.__table__)
+# Statements built once (Core, no unit of work: allocation runs for every VM started).
+_VM_FOR_ALLOCATION = select(
+    _VMS.c.uuid, _VMS.c.cpuNum, _VMS.c.memorySize, _VMS.c.hostUuid, _VMS.c.lastHostUuid,
+    _VMS.c.clusterUuid, _VMS.c.zoneUuid, _VMS.c.hypervisorType, _VMS.c.allocatorStrategy,
+    _VMS.c.instanceOfferingUuid).where(_VMS.c.uuid == bindparam("vm_uuid"))
+_PLACE_VM = update(_VMS).where(_VMS.c.uuid == bindparam("vm_uuid"))
+
+
+def _vm(session: Session, vm_uuid: str) -> Any:
+    vm = session.connection().execute(_VM_FOR_ALLOCATION, {"vm_uuid": vm_uuid}).first()
     if vm is None:
         raise ZError(RESOURCE_NOT_FOUND, "resource not found",
                      f"VmInstanceVO {vm_uuid} does not exist (any more)")
@@ -505,10 +517,9 @@ class AllocateHost(Step):
             host = strategy.allocate(session, request)
             reserved = {"host": host.uuid, "cpu": vm.cpuNum, "memory": vm.memorySize,
                         "previous": (vm.clusterUuid, vm.zoneUuid, vm.hypervisorType)}
-            vm.hostUuid, vm.clusterUuid, vm.zoneUuid = host.uuid, host.clusterUuid, \
-                host.zoneUuid
-            vm.hypervisorType = host.hypervisorType
-            session.flush()
+            session.connection().execute(_PLACE_VM, {
+                "vm_uuid": vm_uuid, "hostUuid": host.uuid, "clusterUuid": host.clusterUuid,
+                "zoneUuid": host.zoneUuid, "hypervisorType": host.hypervisorType})
             return HostInfo.of(host), reserved
 
         host, reserved = await node.db.run(allocate)

@@ -27,6 +27,8 @@ class VmSpec:
     ``rootDiskSize`` is the root disk offering's size (``None``: the image's size);
     ``dataDiskSizes`` holds ``(disk offering uuid or None, size)`` per data disk.
     ``zoneUuid``/``clusterUuid``/``hostUuid`` pin the VM; ``avoidHostUuids`` are never chosen.
+    ``uuidIsNew``: the node made ``uuid`` for this call (the caller gave no
+    ``resourceUuid``), so no resource can have it and ``persist-vm`` does not look it up.
     """
 
     uuid: str
@@ -53,6 +55,7 @@ class VmSpec:
     hostname: str | None = None
     staticIps: dict[str, str] = field(default_factory=dict)
     type: str = "UserVm"
+    uuidIsNew: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import insert as insert_
 from sqlalchemy.orm import Session
 
@@ -90,15 +91,39 @@ def _vm_and_host(session: Session, uuid: str) -> tuple[VmInstanceVO, HostInfo | 
 def _vm_to(session: Session, node: Node, uuid: str, volumes: list[VolumeTO],
            nics: list[NicTO]) -> VmTO:
     row = read_vm_row(session, uuid)
+    names = node.tags.tokens(session, uuid, VM, HOSTNAME_PATTERN)
+    return _make_vm_to(row, volumes, nics, names[0]["hostname"] if names else None)
+
+
+def _make_vm_to(vm: Any, volumes: list[VolumeTO], nics: list[NicTO],
+                hostname: str | None) -> VmTO:
+    """The VmTO of a VM row (or of what was written into it: anything with its columns)."""
     if not volumes:
         raise ZError("VM.1001", "VM has no root volume",
-                     f"VM '{row.name}' ({uuid}) has no volumes to start from")
-    names = node.tags.tokens(session, uuid, VM, HOSTNAME_PATTERN)
-    return VmTO(uuid=row.uuid, name=row.name, cpuNum=row.cpuNum, memorySize=row.memorySize,
+                     f"VM '{vm.name}' ({vm.uuid}) has no volumes to start from")
+    return VmTO(uuid=vm.uuid, name=vm.name, cpuNum=vm.cpuNum, memorySize=vm.memorySize,
                 rootVolume=volumes[0], dataVolumes=tuple(volumes[1:]),
-                nics=tuple(sorted(nics, key=lambda n: n.deviceId)), cpuSpeed=row.cpuSpeed,
-                platform=row.platform, architecture=row.architecture,
-                hostname=names[0]["hostname"] if names else None)
+                nics=tuple(sorted(nics, key=lambda n: n.deviceId)), cpuSpeed=vm.cpuSpeed,
+                platform=vm.platform, architecture=vm.architecture, hostname=hostname)
+
+
+@dataclass(frozen=True, slots=True)
+class _Persisted:
+    """The columns persist-vm wrote that start-on-hypervisor needs, and the hostname tag:
+    the VM is in its queue, so nothing else changes them before the chain ends."""
+
+    uuid: str
+    name: str
+    cpuNum: int
+    memorySize: int
+    cpuSpeed: int
+    hostname: str | None
+    platform: str | None = None      # post-instantiate copies them from the image
+    architecture: str | None = None
+
+
+#: What persist-vm wrote (a ``_Persisted``), so that start-on-hypervisor reads nothing back.
+_PERSISTED = "_compute_persisted_vm"
 
 
 # --------------------------------------------------------------------------- vm-create
@@ -116,7 +141,8 @@ class PersistVm(Step):
         spec: VmSpec = ctx["vm"]
 
         def insert(session: Session) -> str:
-            check_new_uuid(session, spec.uuid, VM)
+            if not spec.uuidIsNew:  # the caller's choice: it may be taken (meanwhile)
+                check_new_uuid(session, spec.uuid, VM)
             # Prebuilt Core INSERTs of the rows add_resource would write: no unit of work.
             now, connection = utcnow(), session.connection()
             add_resource_row(session, spec.uuid, VM, name=spec.name,
@@ -133,6 +159,8 @@ class PersistVm(Step):
 
         ctx["vm_uuid"] = await api.run(insert)
         ctx["host_conditions"] = []
+        ctx[_PERSISTED] = _Persisted(spec.uuid, spec.name, spec.cpuNum, spec.memorySize,
+                                     spec.cpuSpeed, spec.hostname)
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuid = ctx.get("vm_uuid")
@@ -160,8 +188,13 @@ class StartOnHypervisor(Step):
     async def run(self, ctx: FlowContext) -> None:
         node: Node = ctx.services
         host: HostInfo = ctx["host"]
-        to = await node.db.read(_vm_to, node, ctx["vm_uuid"], list(ctx["volumes"]),
-                                list(ctx["nics"]))
+        persisted: _Persisted | None = ctx.get(_PERSISTED)
+        if persisted is not None and persisted.uuid == ctx["vm_uuid"]:
+            to = _make_vm_to(persisted, list(ctx["volumes"]), list(ctx["nics"]),
+                             persisted.hostname)
+        else:
+            to = await node.db.read(_vm_to, node, ctx["vm_uuid"], list(ctx["volumes"]),
+                                    list(ctx["nics"]))
         driver = hypervisor_of(node, host.hypervisorType)
         ctx["vm_started_on"] = host
         await on_host(node, host.uuid, lambda: driver.start_vm(node, host, to))
@@ -174,6 +207,31 @@ class StartOnHypervisor(Step):
         driver = hypervisor_of(node, host.hypervisorType)
         uuid = ctx["vm_uuid"]
         await on_host(node, host.uuid, lambda: driver.destroy_vm(node, host, uuid))
+
+
+#: What post-instantiate copies from the image when the VM has none of it yet.
+_FROM_IMAGE = ("platform", "architecture", "guestOsType")
+_FINISH: dict[tuple[bool, bool], Any] = {}
+
+
+def _finish_statement(with_image: bool, stopped: bool) -> Any:
+    """post-instantiate's UPDATE: ``state``; ``rootVolumeUuid`` and (``with_image``) the
+    image's platform, architecture and guest OS type where the row has none; a running VM's
+    ``lastHostUuid`` becomes its host. Built once per kind."""
+    statement = _FINISH.get((with_image, stopped))
+    if statement is None:
+        c = VM_TABLE.c
+        values: dict[str, Any] = {
+            "state": bindparam("state"),
+            "rootVolumeUuid": func.coalesce(c.rootVolumeUuid, bindparam("rootVolumeUuid"))}
+        if with_image:
+            values.update({name: func.coalesce(func.nullif(c[name], ""), bindparam(name))
+                           for name in _FROM_IMAGE})
+        if not stopped:
+            values["lastHostUuid"] = c.hostUuid
+        statement = _FINISH[(with_image, stopped)] = update(VM_TABLE).where(
+            c.uuid == bindparam("vm_uuid")).values(values)
+    return statement
 
 
 class PostInstantiate(Step):
@@ -191,20 +249,18 @@ class PostInstantiate(Step):
 
         def finish(session: Session) -> None:
             uuid = ctx["vm_uuid"]
-            row = read_vm_row(session, uuid)
-            values: dict[str, Any] = {}
-            if volumes and row.rootVolumeUuid is None:
-                values["rootVolumeUuid"] = volumes[0].uuid
-            if image is not None:
-                for name in ("platform", "architecture", "guestOsType"):
-                    if not getattr(row, name):
-                        values[name] = getattr(image, name, None)
             if stopped:
                 release_host(session, uuid)
-                values["state"] = "Stopped"
-            else:
-                values.update(state="Running", lastHostUuid=row.hostUuid)
-            session.connection().execute(_UPDATE_VM, {"vm_uuid": uuid, **values})
+            values = {"vm_uuid": uuid, "state": "Stopped" if stopped else "Running",
+                      "rootVolumeUuid": volumes[0].uuid if volumes else None}
+            if image is not None:
+                values.update({name: getattr(image, name, None) for name in _FROM_IMAGE})
+            # One UPDATE that keeps what the row has: no read first.
+            done = session.connection().execute(
+                _finish_statement(image is not None, stopped), values)
+            if done.rowcount == 0:
+                raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                             f"VmInstanceVO {uuid} does not exist (any more)")
 
         await node.db.run(finish)
 

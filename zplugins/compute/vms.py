@@ -327,7 +327,8 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
                           primaryStorageUuidForRootVolume=self.primaryStorageUuidForRootVolume,
                           strategy=self.strategy or INSTANT_START,
                           allocatorStrategy=offering_strategy, hostname=hostname,
-                          staticIps=static_ips)
+                          staticIps=static_ips,
+                          uuidIsNew=uuid is not None and self.resourceUuid is None)
 
         return await ctx.node.db.read(look)
 
@@ -341,6 +342,9 @@ class CreateVmInstance(APIMessage, method="POST", path="/vm-instances", resource
         api, hostname, static_ips = self.api_name, None, {}
         for tag in tags:
             if isinstance(tag, str) and tag.startswith("hostname::"):
+                if hostname is not None:
+                    raise _bad(api, "systemTags", "two hostname:: tags are given; a VM has "
+                                                  "one host name")
                 hostname = tag[len("hostname::"):]
                 if not _HOSTNAME.match(hostname):
                     raise _bad(api, "systemTags", f"hostname {hostname!r} is not a valid host "
