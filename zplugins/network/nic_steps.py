@@ -168,22 +168,44 @@ def random_mac() -> str:
     return "fa:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(5))
 
 
+_VM_OWNER: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _NicRow:
+    """What allocate-ips reads of a NIC, as insert_nic wrote it."""
+
+    uuid: str
+    l3NetworkUuid: str
+    mac: str
+    deviceId: int
+    internalName: str | None
+
+
 def insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
-               hypervisor_type: str | None = None) -> str:
+               hypervisor_type: str | None = None, *, owner: str | None = _VM_OWNER) -> str:
     """Insert a NIC row (and its ResourceVO, owned by the VM's owner) with a fresh unique
-    MAC; its uuid. Core INSERTs, for the VM chains; :func:`make_nic` gives the ORM row."""
+    MAC; its uuid. Core INSERTs, for the VM chains; :func:`make_nic` gives the ORM row.
+    ``owner``: the VM's owner account when the caller knows it (else it is looked up)."""
+    return _insert_nic(session, vm_uuid, l3_uuid, device_id, hypervisor_type, owner).uuid
+
+
+def _insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
+                hypervisor_type: str | None, owner: str | None) -> _NicRow:
     connection = session.connection()
-    owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
+    if owner is _VM_OWNER:
+        owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
     uuid, now = new_uuid(), utcnow()
     add_resource_row(session, uuid, "VmNicVO", name=None, owner_account_uuid=owner,
                      create_date=now)
+    internal_name = f"vnic{vm_uuid[:8]}.{device_id}"
     for _ in range(16):
+        mac = random_mac()
         if insert_unless_taken(session, _NICS, {
                 "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
-                "mac": random_mac(), "deviceId": device_id,
-                "internalName": f"vnic{vm_uuid[:8]}.{device_id}",
+                "mac": mac, "deviceId": device_id, "internalName": internal_name,
                 "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
-            return uuid
+            return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
         # A MAC collision (another NIC has it): try another. A duplicate device id would
         # collide every time, which the loop ends with the error below; the transaction
         # then rolls back the NIC's ResourceVO row with the rest.
@@ -208,6 +230,10 @@ def release_nic_rows(session: Session, nic_uuids: Sequence[str]) -> None:
     session.execute(delete(ResourceVO).where(ResourceVO.uuid.in_(nic_uuids)))
 
 
+#: The NICs allocate-nics wrote (``_NicRow`` list, by device id), for allocate-ips.
+_NIC_ROWS = "_network_nic_rows"
+
+
 class AllocateNics(Step):
     requires = ("vm_uuid", "l3_networks")
     provides = ("nic_uuids",)
@@ -217,13 +243,18 @@ class AllocateNics(Step):
         plans: list[L3Plan] = ctx["l3_networks"]
         host = ctx.get("host")
         hypervisor = getattr(host, "hypervisorType", None)
+        spec = ctx.get("vm")
+        # vm-create's spec names the owner persist-vm gave the VM.
+        owner = spec.accountUuid if spec is not None else _VM_OWNER
         ctx["nic_uuids"] = []
 
-        def create(session: Session) -> list[str]:
-            return [insert_nic(session, vm_uuid, plan.uuid, i, hypervisor)
+        def create(session: Session) -> list[_NicRow]:
+            return [_insert_nic(session, vm_uuid, plan.uuid, i, hypervisor, owner)
                     for i, plan in enumerate(plans)]
 
-        ctx["nic_uuids"] = await ctx.services.db.run(create)
+        rows = await ctx.services.db.run(create)
+        ctx["nic_uuids"] = [row.uuid for row in rows]
+        ctx[_NIC_ROWS] = rows  # allocate-ips need not read them back
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuids = list(ctx.get("nic_uuids") or ())
@@ -272,9 +303,14 @@ class AllocateIps(Step):
         default = next((p.uuid for p in plans if p.isDefault), None)
         node = ctx.services
 
-        def allocate(session: Session) -> list[NicTO]:
+        written: list[_NicRow] | None = ctx.get(_NIC_ROWS)
+        if written is not None and [n.uuid for n in written] != nic_uuids:
+            written = None  # another step changed the NICs meanwhile: read them
+
+        def allocate(session: Session) -> list[_AddressedNic]:
             connection = session.connection()
-            nics = connection.execute(_NICS_BY_UUID, {"uuids": nic_uuids}).all()
+            nics: Sequence[Any] = written if written is not None else \
+                connection.execute(_NICS_BY_UUID, {"uuids": nic_uuids}).all()
             strategy = strategy_of(node, None)
             addressed = []
             for nic in nics:
@@ -286,9 +322,11 @@ class AllocateIps(Step):
                 addressed.append(_AddressedNic(nic.uuid, nic.l3NetworkUuid, nic.mac,
                                                nic.deviceId, nic.internalName, used.ip,
                                                used.netmask, used.gateway))
-            return nic_tos(session, addressed, default)
+            return addressed
 
-        ctx["nics"] = await node.db.run(allocate)
+        addressed = await node.db.run(allocate)
+        # The bridges are read beside the single writer, not by it.
+        ctx["nics"] = await node.db.read(nic_tos, addressed, default)
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuids = list(ctx.get("nic_uuids") or ())
