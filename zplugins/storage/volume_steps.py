@@ -27,6 +27,7 @@ from zcore.flow import FlowContext, Step
 from zplugins.compute.public import VolumeTO
 from zplugins.storage.backup import BackupStorageVO, BackupStorageZoneRefVO
 from zplugins.storage.image_models import ImageBackupStorageRefVO, ImageVO
+from zplugins.storage.primary_driver import PrimaryStorageInfo
 from zplugins.storage.primary_models import PrimaryStorageClusterRefVO, PrimaryStorageVO
 from zplugins.storage.primary_ops import release
 from zplugins.storage.volume_models import ImageCacheVO, VolumeVO
@@ -227,9 +228,18 @@ def volume_name(vm_name: str, plan: VolumePlan) -> str:
     return f"DATA-for-{vm_name}-{plan.deviceId}"[:255]
 
 
+def ps_infos(session: Session, ps_uuids: list[str]) -> dict[str, PrimaryStorageInfo]:
+    """Each primary storage by uuid (``SYS.1003`` if one is gone)."""
+    return {uuid: ps_info(session, uuid) for uuid in dict.fromkeys(ps_uuids)}
+
+
 def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
-                   plans: list[VolumePlan], ps_uuids: list[str]) -> list[VolumeTO]:
-    types = {uuid: ps_info(session, uuid).type for uuid in set(ps_uuids)}
+                   plans: list[VolumePlan], ps_uuids: list[str],
+                   types: dict[str, str] | None = None) -> list[VolumeTO]:
+    """The volumes' rows; ``types``: the primary storage types, when the caller read them
+    (a type never changes)."""
+    if types is None:
+        types = {uuid: ps.type for uuid, ps in ps_infos(session, ps_uuids).items()}
     # Core INSERTs (a ResourceVO and a VolumeVO row per volume, as add_resource writes
     # them): the unit of work would cost more than the statements.
     now, connection = utcnow(), session.connection()
@@ -269,9 +279,12 @@ class AllocateVolumes(Step):
     provides = ("volumes",)
 
     async def run(self, ctx: FlowContext) -> None:
-        ctx["volumes"] = await _node(ctx).db.run(
+        node, ps_uuids = _node(ctx), ctx["volume_primary_storage"]
+        # Read beside the single writer, not by it; instantiate-volumes uses them too.
+        infos = ctx[_PS_INFOS] = await node.db.read(ps_infos, ps_uuids)
+        ctx["volumes"] = await node.db.run(
             insert_volumes, ctx["vm"], ctx["vm_uuid"], ctx["image"], ctx["volume_plans"],
-            ctx["volume_primary_storage"])
+            ps_uuids, {uuid: ps.type for uuid, ps in infos.items()})
 
     async def rollback(self, ctx: FlowContext) -> None:
         volumes = ctx.get("volumes")
@@ -325,6 +338,8 @@ def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int],
 
 
 _CREATED = "_storage_created_volumes"
+#: The primary storage allocate-volumes read, by uuid, for instantiate-volumes.
+_PS_INFOS = "_storage_primary_storage"
 
 
 class InstantiateVolumes(Step):
@@ -338,8 +353,11 @@ class InstantiateVolumes(Step):
         ctx[_CREATED] = created
         done: list[VolumeTO] = []
         local: dict[str, str] = {}
+        known: dict[str, PrimaryStorageInfo] = ctx.get(_PS_INFOS) or {}
         for volume in ctx["volumes"]:
-            ps = await node.db.read(ps_info, volume.primaryStorageUuid)
+            ps = known.get(volume.primaryStorageUuid or "")
+            if ps is None:
+                ps = await node.db.read(ps_info, volume.primaryStorageUuid)
             driver = ps_driver(node, ps)
             if driver.host_local:
                 local[volume.uuid] = host.uuid
