@@ -140,7 +140,9 @@ class IpAllocatorStrategy(ABC):
     @abstractmethod
     def pick(self, session: Session, ranges: list[Range],
              exclude: frozenset[int]) -> tuple[Range, int] | None:
-        """A free address (with its range) not in ``exclude``, or ``None`` if there is none."""
+        """An address (with its range) not in ``exclude`` to claim, or ``None`` if there is
+        none free. The caller claims it; when it is taken, the caller asks again with it in
+        ``exclude``."""
 
 
 class FirstAvailableIpAllocatorStrategy(IpAllocatorStrategy):
@@ -158,21 +160,28 @@ class FirstAvailableIpAllocatorStrategy(IpAllocatorStrategy):
 
 
 class RandomIpAllocatorStrategy(IpAllocatorStrategy):
-    """A random free address: a few random probes, then the first free one after a random
-    point (wrapping round), so a nearly full range costs a few queries too."""
+    """A random free address: a few random guesses, then the first free one after a random
+    point (wrapping round), so a nearly full range costs a few queries too.
+
+    A guess is not looked up first: claiming it is one statement, as the lookup would be,
+    and a taken one comes back in ``exclude``.
+    """
 
     name = "RandomIpAllocatorStrategy"
     probes = 4
 
     def pick(self, session: Session, ranges: list[Range],
              exclude: frozenset[int]) -> tuple[Range, int] | None:
+        if not ranges:
+            return None
+        if len(exclude) < self.probes:
+            rng = random.choice(ranges)
+            ip = random.randint(rng.first, rng.last)
+            if ip not in exclude:
+                return rng, ip
         order = list(ranges)
         random.shuffle(order)
         for rng in order:
-            for _ in range(self.probes):
-                ip = random.randint(rng.first, rng.last)
-                if ip not in exclude and not is_used(session, rng.l3NetworkUuid, ip):
-                    return rng, ip
             start = random.randint(rng.first, rng.last)
             found = first_free(session, rng, start, exclude)
             if found is None:
@@ -241,8 +250,8 @@ def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
     """Claim an address of L3 network ``l3_uuid`` (``static_ip`` if given): a new ``UsedIpVO``
     row, whose values are returned.
 
-    Runs in the caller's transaction; each claim is a savepoint, so a lost race only undoes
-    itself. ``L3.1001`` when the network has no free address or the static IP is refused.
+    Runs in the caller's transaction; a claim that finds the address taken (a lost race,
+    or a guess of the strategy) undoes only itself, and the strategy is asked again. ``L3.1001`` when the network has no free address or the static IP is refused.
     """
     if static_ip is not None:
         rng = check_static_ip(session, l3_uuid, static_ip)
