@@ -412,18 +412,35 @@ def table_of(model: type[Any]) -> Table:
 _INSERT_OR_NOTHING: dict[tuple[str, Table], Any] = {}
 
 
+#: MySQL's and MariaDB's error numbers for a unique key already taken (ER_DUP_ENTRY,
+#: ER_DUP_ENTRY_WITH_KEY_NAME).
+_MYSQL_DUPLICATE_KEY = frozenset({1062, 1586})
+
+
 def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) -> bool:
     """Insert one row into ``table`` unless a unique key of it is already taken; whether
     the row went in. For a value chosen at random that must be unique (a MAC, an IP),
-    which the caller then picks again.
+    which the caller then picks again. Any other error (a missing parent) raises.
 
     On PostgreSQL and SQLite (3.35 or later) the ``INSERT`` says ``ON CONFLICT DO NOTHING
-    RETURNING``: one statement, and any other error (a foreign key) raises as usual. On
-    MariaDB and MySQL, whose ``INSERT IGNORE`` would also let other errors pass, it runs in
-    a savepoint, and an ``IntegrityError`` there means taken: three statements.
+    RETURNING``: one statement. On MariaDB and MySQL, whose ``INSERT IGNORE`` would also let
+    other errors pass, it is a plain ``INSERT``: InnoDB undoes only the statement that
+    found its key taken, and the transaction goes on. Elsewhere the ``INSERT`` runs in a
+    savepoint.
     """
     connection = session.connection()
     dialect = connection.dialect.name
+    stmt = _INSERT_OR_NOTHING.get((dialect, table))
+    if dialect in ("mysql", "mariadb"):
+        if stmt is None:
+            stmt = _INSERT_OR_NOTHING[(dialect, table)] = insert(table)
+        try:
+            connection.execute(stmt, values)
+        except IntegrityError as exc:
+            if _mysql_errno(exc) in _MYSQL_DUPLICATE_KEY:
+                return False
+            raise
+        return True
     if dialect not in ("postgresql", "sqlite") or not connection.dialect.insert_returning:
         try:
             with session.begin_nested():
@@ -431,7 +448,6 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
         except IntegrityError:
             return False
         return True
-    stmt = _INSERT_OR_NOTHING.get((dialect, table))
     if stmt is None:
         module = postgresql_dialect if dialect == "postgresql" else sqlite_dialect
         # RETURNING, not the row count, which psycopg does not give for an INSERT.
@@ -439,6 +455,12 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
             module.insert(table).on_conflict_do_nothing()
             .returning(*table.primary_key.columns))
     return connection.execute(stmt, values).first() is not None
+
+
+def _mysql_errno(exc: DBAPIError) -> int | None:
+    """The server's error number of a MySQL driver's error (pymysql, mysqlclient)."""
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def lock_for_update(session: Session, model: Any, uuid: str) -> None:

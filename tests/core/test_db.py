@@ -680,13 +680,8 @@ async def test_insert_unless_taken_says_taken_and_the_transaction_goes_on(
             "uuid": new_uuid(), "resourceUuid": new_uuid(), "resourceType": "ZTestThingVO",
             "tag": "t", "createDate": now, "lastOpDate": now})
 
-    # Only a unique key taken means taken: a missing parent is an error, where the
-    # database can tell them apart in the statement (MariaDB and MySQL cannot, without
-    # also ignoring every other error).
-    if database.dialect in ("postgresql", "sqlite"):
-        with pytest.raises(IntegrityError):
-            await database.run(tag_of_nothing)
-    else:
-        assert await database.run(tag_of_nothing) is False
+    # Only a unique key taken means taken: a missing parent is an error.
+    with pytest.raises(IntegrityError):
+        await database.run(tag_of_nothing)
     assert await database.run(lambda s: s.scalar(select(func.count()).select_from(
         UserTagVO))) == 0
