@@ -66,6 +66,7 @@ from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.host_service import CONNECTED, HostInfo
 from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO
+from zplugins.compute.vm_service import PERSISTED_VM, PersistedVm
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -495,9 +496,13 @@ class AllocateHost(Step):
         spec = ctx.get("vm")
         vm_uuid: str = ctx["vm_uuid"]
         conditions = tuple(ctx["host_conditions"])
+        # vm-create: the row as persist-vm wrote it, not read back.
+        persisted: PersistedVm | None = ctx.get(PERSISTED_VM)
+        if persisted is not None and persisted.uuid != vm_uuid:
+            persisted = None
 
         def allocate(session: Session) -> tuple[HostInfo, dict[str, Any] | None]:
-            vm = _vm(session, vm_uuid)
+            vm = persisted if persisted is not None else _vm(session, vm_uuid)
             if vm.hostUuid is not None:  # still holds its host: nothing to reserve
                 held = session.get(HostVO, vm.hostUuid)
                 if held is not None:
@@ -517,9 +522,12 @@ class AllocateHost(Step):
             host = strategy.allocate(session, request)
             reserved = {"host": host.uuid, "cpu": vm.cpuNum, "memory": vm.memorySize,
                         "previous": (vm.clusterUuid, vm.zoneUuid, vm.hypervisorType)}
-            session.connection().execute(_PLACE_VM, {
+            placed = session.connection().execute(_PLACE_VM, {
                 "vm_uuid": vm_uuid, "hostUuid": host.uuid, "clusterUuid": host.clusterUuid,
                 "zoneUuid": host.zoneUuid, "hypervisorType": host.hypervisorType})
+            if placed.rowcount == 0:  # gone meanwhile: the reservation rolls back with it
+                raise ZError(RESOURCE_NOT_FOUND, "resource not found",
+                             f"VmInstanceVO {vm_uuid} does not exist (any more)")
             return HostInfo.of(host), reserved
 
         host, reserved = await node.db.run(allocate)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from zcore.node import Node
     from zplugins.compute.hypervisor import HypervisorDriver
 
-__all__ = ["SYNC_LEVEL", "VM_PLUGINS", "VmInfo", "get_vm", "global_configs", "hypervisor_of", "on_host",
+__all__ = ["PERSISTED_VM", "SYNC_LEVEL", "VM_PLUGINS", "PersistedVm", "VmInfo", "get_vm", "global_configs", "hypervisor_of", "on_host",
            "vm_queue"]
 
 T = TypeVar("T")
@@ -32,6 +32,35 @@ VM_PLUGINS = ("storage", "network")
 #: Global configuration: how many hypervisor calls run at once per host.
 SYNC_CATEGORY, SYNC_NAME = "kvm", "host.syncLevel"
 SYNC_LEVEL = f"{SYNC_CATEGORY}.{SYNC_NAME}"
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedVm:
+    """The columns of a VM row as vm-create's ``persist-vm`` wrote them, and its hostname
+    tag, kept in the chain's context (:data:`PERSISTED_VM`): the VM is in its queue, so
+    nothing else changes them before the chain's next compute steps, which then read
+    nothing back. What later compute steps write is not in it."""
+
+    uuid: str
+    name: str
+    cpuNum: int
+    memorySize: int
+    cpuSpeed: int
+    allocatorStrategy: str | None
+    instanceOfferingUuid: str | None
+    hostname: str | None
+    # Still empty in a new row: allocate-host and post-instantiate set them.
+    hostUuid: str | None = None
+    lastHostUuid: str | None = None
+    clusterUuid: str | None = None
+    zoneUuid: str | None = None
+    hypervisorType: str | None = None
+    platform: str | None = None
+    architecture: str | None = None
+
+
+#: The context key of the :class:`PersistedVm` of vm-create.
+PERSISTED_VM = "_compute_persisted_vm"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -29,7 +28,13 @@ from zplugins.compute.allocators import release_host
 from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInfo, host_event
 from zplugins.compute.models import HostVO, VmInstanceVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
-from zplugins.compute.vm_service import hypervisor_of, on_host, vm_queue
+from zplugins.compute.vm_service import (
+    PERSISTED_VM,
+    PersistedVm,
+    hypervisor_of,
+    on_host,
+    vm_queue,
+)
 
 if TYPE_CHECKING:
     from zcore.api import ApiContext
@@ -107,23 +112,6 @@ def _make_vm_to(vm: Any, volumes: list[VolumeTO], nics: list[NicTO],
                 platform=vm.platform, architecture=vm.architecture, hostname=hostname)
 
 
-@dataclass(frozen=True, slots=True)
-class _Persisted:
-    """The columns persist-vm wrote that start-on-hypervisor needs, and the hostname tag:
-    the VM is in its queue, so nothing else changes them before the chain ends."""
-
-    uuid: str
-    name: str
-    cpuNum: int
-    memorySize: int
-    cpuSpeed: int
-    hostname: str | None
-    platform: str | None = None      # post-instantiate copies them from the image
-    architecture: str | None = None
-
-
-#: What persist-vm wrote (a ``_Persisted``), so that start-on-hypervisor reads nothing back.
-_PERSISTED = "_compute_persisted_vm"
 
 
 # --------------------------------------------------------------------------- vm-create
@@ -159,8 +147,9 @@ class PersistVm(Step):
 
         ctx["vm_uuid"] = await api.run(insert)
         ctx["host_conditions"] = []
-        ctx[_PERSISTED] = _Persisted(spec.uuid, spec.name, spec.cpuNum, spec.memorySize,
-                                     spec.cpuSpeed, spec.hostname)
+        ctx[PERSISTED_VM] = PersistedVm(
+            spec.uuid, spec.name, spec.cpuNum, spec.memorySize, spec.cpuSpeed,
+            spec.allocatorStrategy, spec.instanceOfferingUuid, spec.hostname)
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuid = ctx.get("vm_uuid")
@@ -188,7 +177,7 @@ class StartOnHypervisor(Step):
     async def run(self, ctx: FlowContext) -> None:
         node: Node = ctx.services
         host: HostInfo = ctx["host"]
-        persisted: _Persisted | None = ctx.get(_PERSISTED)
+        persisted: PersistedVm | None = ctx.get(PERSISTED_VM)
         if persisted is not None and persisted.uuid == ctx["vm_uuid"]:
             to = _make_vm_to(persisted, list(ctx["volumes"]), list(ctx["nics"]),
                              persisted.hostname)
