@@ -48,7 +48,6 @@ from sqlalchemy import (
     Exists,
     ScalarSelect,
     SelectBase,
-    Table,
     and_,
     bindparam,
     func,
@@ -61,12 +60,12 @@ from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BooleanClauseList
 
 from zcore import DriverNamespace, FlowStep, GlobalConfigOption
-from zcore.db import lock_for_update
+from zcore.db import lock_for_update, table_of
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.host_service import CONNECTED, HostInfo
 from zplugins.compute.models import ClusterVO, HostVO, VmInstanceVO
-from zplugins.compute.vm_service import PERSISTED_VM, PersistedVm
+from zplugins.compute.vm_service import persisted_vm
 
 if TYPE_CHECKING:
     from zcore.node import Node
@@ -461,7 +460,7 @@ def strategy_for_vm(node: Node, session: Session, vm: Any,
 # --------------------------------------------------------------------------- steps
 
 
-_VMS = cast(Table, VmInstanceVO.__table__)
+_VMS = table_of(VmInstanceVO)
 # Statements built once (Core, no unit of work: allocation runs for every VM started).
 _VM_FOR_ALLOCATION = select(
     _VMS.c.uuid, _VMS.c.cpuNum, _VMS.c.memorySize, _VMS.c.hostUuid, _VMS.c.lastHostUuid,
@@ -496,10 +495,7 @@ class AllocateHost(Step):
         spec = ctx.get("vm")
         vm_uuid: str = ctx["vm_uuid"]
         conditions = tuple(ctx["host_conditions"])
-        # vm-create: the row as persist-vm wrote it, not read back.
-        persisted: PersistedVm | None = ctx.get(PERSISTED_VM)
-        if persisted is not None and persisted.uuid != vm_uuid:
-            persisted = None
+        persisted = persisted_vm(ctx)  # vm-create: the row as written, not read back
 
         def allocate(session: Session) -> tuple[HostInfo, dict[str, Any] | None]:
             vm = persisted if persisted is not None else _vm(session, vm_uuid)

@@ -18,11 +18,12 @@ from zcore import GlobalConfigOption
 from zplugins.compute.models import VmInstanceVO
 
 if TYPE_CHECKING:
+    from zcore.flow import FlowContext
     from zcore.node import Node
     from zplugins.compute.hypervisor import HypervisorDriver
 
-__all__ = ["PERSISTED_VM", "SYNC_LEVEL", "VM_PLUGINS", "PersistedVm", "VmInfo", "get_vm", "global_configs", "hypervisor_of", "on_host",
-           "vm_queue"]
+__all__ = ["SYNC_LEVEL", "VM_PLUGINS", "PersistedVm", "VmInfo", "get_vm", "global_configs",
+           "hypervisor_of", "on_host", "persisted_vm", "remember_persisted_vm", "vm_queue"]
 
 T = TypeVar("T")
 
@@ -37,7 +38,7 @@ SYNC_LEVEL = f"{SYNC_CATEGORY}.{SYNC_NAME}"
 @dataclass(frozen=True, slots=True)
 class PersistedVm:
     """The columns of a VM row as vm-create's ``persist-vm`` wrote them, and its hostname
-    tag, kept in the chain's context (:data:`PERSISTED_VM`): the VM is in its queue, so
+    tag, kept in the chain's context (:func:`persisted_vm`): the VM is in its queue, so
     nothing else changes them before the chain's next compute steps, which then read
     nothing back. What later compute steps write is not in it."""
 
@@ -60,7 +61,18 @@ class PersistedVm:
 
 
 #: The context key of the :class:`PersistedVm` of vm-create.
-PERSISTED_VM = "_compute_persisted_vm"
+_PERSISTED_VM = "_compute_persisted_vm"
+
+
+def remember_persisted_vm(ctx: FlowContext, vm: PersistedVm) -> None:
+    """Keep what persist-vm wrote in the chain's context, for :func:`persisted_vm`."""
+    ctx[_PERSISTED_VM] = vm
+
+
+def persisted_vm(ctx: FlowContext) -> PersistedVm | None:
+    """The chain's VM as persist-vm wrote it, if this chain wrote it (vm-create)."""
+    vm: PersistedVm | None = ctx.get(_PERSISTED_VM)
+    return vm if vm is not None and vm.uuid == ctx.get("vm_uuid") else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,11 @@ from zplugins.compute.host_service import CONNECTED, HOST_CONNECT_CHAIN, HostInf
 from zplugins.compute.models import HostVO, VmInstanceVO
 from zplugins.compute.vm_contract import CREATE_STOPPED, NicTO, VmTO, VolumeTO
 from zplugins.compute.vm_service import (
-    PERSISTED_VM,
     PersistedVm,
     hypervisor_of,
     on_host,
+    persisted_vm,
+    remember_persisted_vm,
     vm_queue,
 )
 
@@ -51,7 +52,6 @@ VM_TABLE = table_of(VmInstanceVO)
 # Statements built once: building one costs more than running it.
 _VM_BY_UUID = select(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("uuid"))
 _INSERT_VM = insert_(VM_TABLE)
-_UPDATE_VM = update(VM_TABLE).where(VM_TABLE.c.uuid == bindparam("vm_uuid"))
 HOSTNAME_PATTERN = "hostname::{hostname}"
 
 
@@ -112,8 +112,6 @@ def _make_vm_to(vm: Any, volumes: list[VolumeTO], nics: list[NicTO],
                 platform=vm.platform, architecture=vm.architecture, hostname=hostname)
 
 
-
-
 # --------------------------------------------------------------------------- vm-create
 
 
@@ -147,9 +145,9 @@ class PersistVm(Step):
 
         ctx["vm_uuid"] = await api.run(insert)
         ctx["host_conditions"] = []
-        ctx[PERSISTED_VM] = PersistedVm(
+        remember_persisted_vm(ctx, PersistedVm(
             spec.uuid, spec.name, spec.cpuNum, spec.memorySize, spec.cpuSpeed,
-            spec.allocatorStrategy, spec.instanceOfferingUuid, spec.hostname)
+            spec.allocatorStrategy, spec.instanceOfferingUuid, spec.hostname))
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuid = ctx.get("vm_uuid")
@@ -177,8 +175,8 @@ class StartOnHypervisor(Step):
     async def run(self, ctx: FlowContext) -> None:
         node: Node = ctx.services
         host: HostInfo = ctx["host"]
-        persisted: PersistedVm | None = ctx.get(PERSISTED_VM)
-        if persisted is not None and persisted.uuid == ctx["vm_uuid"]:
+        persisted = persisted_vm(ctx)
+        if persisted is not None:
             to = _make_vm_to(persisted, list(ctx["volumes"]), list(ctx["nics"]),
                              persisted.hostname)
         else:

@@ -251,7 +251,8 @@ def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
     row, whose values are returned.
 
     Runs in the caller's transaction; a claim that finds the address taken (a lost race,
-    or a guess of the strategy) undoes only itself, and the strategy is asked again. ``L3.1001`` when the network has no free address or the static IP is refused.
+    or a guess of the strategy) undoes only itself, and the strategy is asked again.
+    ``L3.1001`` when the network has no free address or the static IP is refused.
     """
     if static_ip is not None:
         rng = check_static_ip(session, l3_uuid, static_ip)

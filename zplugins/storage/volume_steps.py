@@ -235,11 +235,9 @@ def ps_infos(session: Session, ps_uuids: list[str]) -> dict[str, PrimaryStorageI
 
 def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
                    plans: list[VolumePlan], ps_uuids: list[str],
-                   types: dict[str, str] | None = None) -> list[VolumeTO]:
-    """The volumes' rows; ``types``: the primary storage types, when the caller read them
-    (a type never changes)."""
-    if types is None:
-        types = {uuid: ps.type for uuid, ps in ps_infos(session, ps_uuids).items()}
+                   types: dict[str, str]) -> list[VolumeTO]:
+    """The volumes' rows; ``types``: the type of each primary storage, read beforehand (a
+    type never changes)."""
     # Core INSERTs (a ResourceVO and a VolumeVO row per volume, as add_resource writes
     # them): the unit of work would cost more than the statements.
     now, connection = utcnow(), session.connection()
