@@ -96,6 +96,7 @@ __all__ = [
     "insert_unless_taken",
     "is_uuid",
     "new_uuid",
+    "sent_together",
     "table_of",
     "utcnow",
 ]
@@ -432,8 +433,9 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
     dialect = connection.dialect.name
     stmt = _INSERT_OR_NOTHING.get((dialect, table))
     if dialect in ("mysql", "mariadb"):
-        if stmt is None:
-            stmt = _INSERT_OR_NOTHING[(dialect, table)] = insert(table)
+        if stmt is None:  # its error says whether the key was taken: never held back
+            stmt = _INSERT_OR_NOTHING[(dialect, table)] = insert(table).execution_options(
+                **{_OUTCOME_READ: True})
         try:
             connection.execute(stmt, values)
         except IntegrityError as exc:
@@ -455,6 +457,159 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
             module.insert(table).on_conflict_do_nothing()
             .returning(*table.primary_key.columns))
     return connection.execute(stmt, values).first() is not None
+
+
+#: The statements a :func:`sent_together` block of this thread holds back, with its DBAPI
+#: connection (a transaction function runs in one thread, its statements too).
+_together = threading.local()
+#: The drivers whose connection :func:`sent_together` sends several statements at once
+#: through (``_send_later`` renders them): PostgreSQL's simple query protocol runs them
+#: all, and MySQL's with ``CLIENT_MULTI_STATEMENTS``.
+_MULTI_STATEMENT_DRIVERS = frozenset({"psycopg", "mysqldb", "pymysql"})
+_CLIENT_MULTI_STATEMENTS = 1 << 16
+#: Execution option of a write whose outcome (row count, error) its caller reads at once:
+#: a :func:`sent_together` block does not hold it back.
+_OUTCOME_READ = "zcore_outcome_read"
+
+
+@contextmanager
+def sent_together(session: Session) -> Iterator[Connection]:
+    """The session's connection, for writes whose outcome nobody reads, sent together.
+
+    Inside the block go Core ``INSERT``, ``UPDATE`` and ``DELETE`` statements whose rows
+    and row count nobody looks at (the block gives none): several writes of one
+    transaction function, such as a resource's ``ResourceVO`` row and its own. On
+    PostgreSQL (psycopg) and MySQL or MariaDB (mysqlclient, pymysql) they are held back,
+    with their values bound by the driver as it binds them for any statement it sends as
+    text, and go to the server as one multi-statement query with the next statement that
+    returns rows (a ``SELECT``, an ``INSERT ... RETURNING``), or when the block ends: one
+    round trip, which costs more than most such statements. The server runs them in order
+    and stops at the first that fails, which raises there as SQLAlchemy's error (an
+    :class:`~sqlalchemy.exc.IntegrityError` for a missing parent); the transaction is then
+    lost, as after any failed statement. SQLite runs each statement at once, as outside the
+    block. No ORM work inside (a flush reads row counts)::
+
+        with sent_together(session) as connection:
+            connection.execute(INSERT_RESOURCE, resource_values)
+            connection.execute(INSERT_VOLUME, volume_values)
+    """
+    connection = session.connection()
+    if connection.dialect.driver not in _MULTI_STATEMENT_DRIVERS or \
+            getattr(_together, "held", None) is not None:
+        yield connection
+        return
+    raw: Any = connection.connection.dbapi_connection
+    held: list[str] = []
+    _together.raw, _together.held = raw, held
+    try:
+        yield connection
+    finally:
+        # Sent even when the block raised: a caller that handles the error and goes on
+        # finds what the block wrote before it, as outside the block.
+        _together.raw = _together.held = None
+        if held:
+            _send_held(connection, held)
+
+
+def _held_for(cursor: Any) -> list[str] | None:
+    held: list[str] | None = getattr(_together, "held", None)
+    return held if held is not None and cursor.connection is _together.raw else None
+
+
+def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """``do_execute`` of a server's engine, inside :func:`sent_together`: a write is held
+    back, rendered with its values (True: SQLAlchemy does not execute it); any other
+    statement (one that returns rows, or whose outcome the caller reads) goes in one query
+    after what is held, the cursor left on its own result."""
+    held = _held_for(cursor)
+    if held is None:
+        return False
+    holdable = (context.isinsert or context.isupdate or context.isdelete) and \
+        not context.compiled.effective_returning and \
+        not context.execution_options.get(_OUTCOME_READ)
+    if not holdable and not held:
+        return False  # nothing before it: as usual
+    if context.dialect.driver == "psycopg":
+        rendered = _client_cursor(context.root_connection).mogrify(statement, parameters)
+    else:  # mysqlclient, pymysql: they bind on the client anyway
+        rendered = cursor.mogrify(statement, parameters)
+    if holdable:
+        held.append(rendered)
+        return True
+    before = len(held)
+    query = ";\n".join([*held, rendered])
+    held.clear()
+    cursor.execute(query)
+    for _ in range(before):  # a failed statement raises here (MySQL) or above
+        cursor.nextset()
+    return True
+
+
+def _send_held_first(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """``do_executemany``: what a :func:`sent_together` block holds back goes first, so
+    that the statements run in the order given."""
+    _flush_held(cursor, context)
+    return False
+
+
+def _send_held_first_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    """``do_execute_no_params``: as :func:`_send_held_first`."""
+    _flush_held(cursor, context)
+    return False
+
+
+def _flush_held(cursor: Any, context: Any) -> None:
+    held = _held_for(cursor)
+    if held:
+        _send_held(context.root_connection, held)
+        held.clear()
+
+
+def _client_cursor(connection: Connection) -> Any:
+    """A psycopg cursor that binds values on the client, on the block's connection."""
+    raw: Any = connection.connection.dbapi_connection
+    cursor = getattr(_together, "client_cursor", None)
+    if cursor is None or cursor.connection is not raw:
+        import psycopg  # only with PostgreSQL
+
+        cursor = _together.client_cursor = psycopg.ClientCursor(raw)
+    return cursor
+
+
+def _send_held(connection: Connection, held: list[str]) -> None:
+    """One query of the statements held back; every result is read (MySQL sends one each),
+    and the first error raises as SQLAlchemy's."""
+    raw: Any = connection.connection.dbapi_connection
+    dialect = connection.dialect
+    query = held[0] if len(held) == 1 else ";\n".join(held)
+    cursor = _client_cursor(connection) if dialect.driver == "psycopg" else raw.cursor()
+    try:
+        cursor.execute(query)
+        while cursor.nextset():
+            pass
+    except dialect.loaded_dbapi.Error as exc:
+        invalidated = dialect.is_disconnect(exc, raw, cursor)
+        error = DBAPIError.instance(query, None, exc, dialect.loaded_dbapi.Error,
+                                    connection_invalidated=invalidated, dialect=dialect)
+        if invalidated:
+            connection.invalidate(error)
+        raise error from exc
+    finally:
+        if dialect.driver != "psycopg":
+            cursor.close()
+
+
+def _send_together_on(engine: Engine) -> None:
+    """Let :func:`sent_together` send several statements at once on ``engine``."""
+    if engine.dialect.driver not in _MULTI_STATEMENT_DRIVERS:
+        return
+    event.listen(engine, "do_execute", _send_later)
+    event.listen(engine, "do_executemany", _send_held_first)
+    event.listen(engine, "do_execute_no_params", _send_held_first_no_params)
+    if engine.dialect.driver != "psycopg":
+        @event.listens_for(engine, "do_connect")
+        def _multi_statements(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+            cparams["client_flag"] = cparams.get("client_flag", 0) | _CLIENT_MULTI_STATEMENTS
 
 
 def _mysql_errno(exc: DBAPIError) -> int | None:
@@ -1213,6 +1368,7 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
             options["isolation_level"] = "READ COMMITTED"
         try:
             engine = create_engine(parsed, **options)
+            _send_together_on(engine)
             # Reads (Database.read), in autocommit mode: no transaction is ever left open
             # on these connections, so none is rolled back when they return to the pool.
             read_engine = create_engine(parsed, **{

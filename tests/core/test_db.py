@@ -32,6 +32,7 @@ from zcore.db import (
     insert_unless_taken,
     is_uuid,
     new_uuid,
+    sent_together,
     table_of,
 )
 from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
@@ -685,3 +686,99 @@ async def test_insert_unless_taken_says_taken_and_the_transaction_goes_on(
         await database.run(tag_of_nothing)
     assert await database.run(lambda s: s.scalar(select(func.count()).select_from(
         UserTagVO))) == 0
+
+
+# --------------------------------------------------------------------------- sent_together
+
+_TRICKY_NAME = "it's \"quoted\"; DROP TABLE ResourceVO; -- \\ % %s ü"
+
+
+async def test_sent_together_writes_in_order_with_values_intact(database: Database) -> None:
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    uuid, tag_uuid = new_uuid(), new_uuid()
+    when = datetime(2026, 12, 7, 16, 5, 4, 321000, tzinfo=UTC)
+
+    def write(session: Session) -> None:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), {
+                "uuid": uuid, "resourceName": _TRICKY_NAME, "resourceType": "ZTestThingVO",
+                "ownerAccountUuid": None, "createDate": when})
+            # Its parent is the row just before: the order holds.
+            connection.execute(sa.insert(tags), {
+                "uuid": tag_uuid, "resourceUuid": uuid, "resourceType": "ZTestThingVO",
+                "tag": "colour::blue", "createDate": when, "lastOpDate": when})
+            connection.execute(sa.update(resources).where(resources.c.uuid == uuid)
+                               .values(resourceName=resources.c.resourceName + "!"))
+
+    await database.run(write)
+
+    def read(session: Session) -> tuple[object, ...]:
+        row = session.get_one(ResourceVO, uuid)
+        tag = session.get_one(UserTagVO, tag_uuid)
+        return row.resourceName, row.ownerAccountUuid, row.createDate, tag.tag
+
+    assert await database.run(read) == (_TRICKY_NAME + "!", None, when, "colour::blue")
+
+
+async def test_sent_together_failure_raises_and_keeps_nothing(database: Database) -> None:
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    uuid = new_uuid()
+    now = datetime.now(UTC)
+
+    def write(session: Session) -> None:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), {
+                "uuid": uuid, "resourceName": "kept?", "resourceType": "ZTestThingVO",
+                "createDate": now})
+            connection.execute(sa.insert(tags), {  # no such resource: refused
+                "uuid": new_uuid(), "resourceUuid": new_uuid(), "resourceType": "ZTestThingVO",
+                "tag": "t", "createDate": now, "lastOpDate": now})
+
+    with pytest.raises(IntegrityError):
+        await database.run(write)
+    assert await database.run(lambda s: s.get(ResourceVO, uuid)) is None
+    assert await database.run(lambda s: count(s, UserTagVO)) == 0
+
+
+async def test_sent_together_goes_before_a_later_statement(database: Database) -> None:
+    resources = table_of(ResourceVO)
+    uuids = [new_uuid() for _ in range(3)]
+    now = datetime.now(UTC)
+
+    def write(session: Session) -> int:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), {
+                "uuid": uuids[0], "resourceName": "a", "resourceType": "ZTestThingVO",
+                "createDate": now})
+            # Several rows at once (executemany) go after what the block holds back.
+            connection.execute(sa.insert(resources), [
+                {"uuid": u, "resourceName": "b", "resourceType": "ZTestThingVO",
+                 "createDate": now} for u in uuids[1:]])
+        # After the block, a read sees every row written in it.
+        return count(session, ResourceVO)
+
+    assert await database.run(write) == 3
+
+
+async def test_sent_together_read_and_claim_see_the_writes_before_them(
+        database: Database) -> None:
+    resources = table_of(ResourceVO)
+    first, second = new_uuid(), new_uuid()
+    now = datetime.now(UTC)
+
+    def resource(uuid: str) -> dict[str, object]:
+        return {"uuid": uuid, "resourceName": "r", "resourceType": "ZTestThingVO",
+                "createDate": now}
+
+    def write(session: Session) -> tuple[int, bool, bool]:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), resource(first))
+            seen = count(session, ResourceVO)  # a read goes after the held write
+            connection.execute(sa.insert(resources), resource(second))
+            # A claim of a key taken by a held write: taken, and the transaction goes on.
+            again = insert_unless_taken(session, resources, resource(second))
+            other = insert_unless_taken(session, resources, resource(new_uuid()))
+        return seen, again, other
+
+    assert await database.run(write) == (1, False, True)
+    assert await database.run(lambda s: count(s, ResourceVO)) == 3
