@@ -21,7 +21,14 @@ from sqlalchemy import insert as insert_
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep, GcJobKind
-from zcore.db import add_resource_row, check_new_uuid, delete_resource, table_of, utcnow
+from zcore.db import (
+    add_resource_row,
+    check_new_uuid,
+    delete_resource,
+    sent_together,
+    table_of,
+    utcnow,
+)
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.allocators import release_host
@@ -129,17 +136,21 @@ class PersistVm(Step):
         def insert(session: Session) -> str:
             if not spec.uuidIsNew:  # the caller's choice: it may be taken (meanwhile)
                 check_new_uuid(session, spec.uuid, VM)
-            # Prebuilt Core INSERTs of the rows add_resource would write: no unit of work.
-            now, connection = utcnow(), session.connection()
-            add_resource_row(session, spec.uuid, VM, name=spec.name,
-                             owner_account_uuid=spec.accountUuid, create_date=now)
-            connection.execute(_INSERT_VM, {
-                "uuid": spec.uuid, "name": spec.name, "description": spec.description,
-                "imageUuid": spec.imageUuid, "instanceOfferingUuid": spec.instanceOfferingUuid,
-                "defaultL3NetworkUuid": spec.defaultL3NetworkUuid, "type": spec.type,
-                "cpuNum": spec.cpuNum, "cpuSpeed": spec.cpuSpeed,
-                "memorySize": spec.memorySize, "allocatorStrategy": spec.allocatorStrategy,
-                "state": "Created", "createDate": now, "lastOpDate": now})
+            # Prebuilt Core INSERTs of the rows add_resource would write: no unit of work,
+            # and both in one round trip.
+            now = utcnow()
+            with sent_together(session) as connection:
+                add_resource_row(session, spec.uuid, VM, name=spec.name,
+                                 owner_account_uuid=spec.accountUuid, create_date=now)
+                connection.execute(_INSERT_VM, {
+                    "uuid": spec.uuid, "name": spec.name, "description": spec.description,
+                    "imageUuid": spec.imageUuid,
+                    "instanceOfferingUuid": spec.instanceOfferingUuid,
+                    "defaultL3NetworkUuid": spec.defaultL3NetworkUuid, "type": spec.type,
+                    "cpuNum": spec.cpuNum, "cpuSpeed": spec.cpuSpeed,
+                    "memorySize": spec.memorySize,
+                    "allocatorStrategy": spec.allocatorStrategy,
+                    "state": "Created", "createDate": now, "lastOpDate": now})
             api.add_tags(session, spec.uuid, VM)
             return spec.uuid
 

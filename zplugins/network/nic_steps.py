@@ -28,6 +28,7 @@ from zcore.db import (
     add_resource_row,
     insert_unless_taken,
     new_uuid,
+    sent_together,
     table_of,
     utcnow,
 )
@@ -196,16 +197,18 @@ def _insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
     if owner is _VM_OWNER:
         owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
     uuid, now = new_uuid(), utcnow()
-    add_resource_row(session, uuid, "VmNicVO", name=None, owner_account_uuid=owner,
-                     create_date=now)
     internal_name = f"vnic{vm_uuid[:8]}.{device_id}"
-    for _ in range(16):
-        mac = random_mac()
-        if insert_unless_taken(session, _NICS, {
-                "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
-                "mac": mac, "deviceId": device_id, "internalName": internal_name,
-                "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
-            return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
+    # The ResourceVO row goes to the server with the first claim of a MAC.
+    with sent_together(session):
+        add_resource_row(session, uuid, "VmNicVO", name=None, owner_account_uuid=owner,
+                         create_date=now)
+        for _ in range(16):
+            mac = random_mac()
+            if insert_unless_taken(session, _NICS, {
+                    "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
+                    "mac": mac, "deviceId": device_id, "internalName": internal_name,
+                    "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
+                return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
         # A MAC collision (another NIC has it): try another. A duplicate device id would
         # collide every time, which the loop ends with the error below; the transaction
         # then rolls back the NIC's ResourceVO row with the rest.

@@ -21,7 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zcore import FlowInsertion, FlowStep
-from zcore.db import add_resource_row, delete_resource, new_uuid, table_of, utcnow
+from zcore.db import (
+    add_resource_row,
+    delete_resource,
+    new_uuid,
+    sent_together,
+    table_of,
+    utcnow,
+)
 from zcore.errors import INVALID_ARGUMENT, OPERATION_ERROR, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import VolumeTO
@@ -239,27 +246,29 @@ def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
     """The volumes' rows; ``types``: the type of each primary storage, read beforehand (a
     type never changes)."""
     # Core INSERTs (a ResourceVO and a VolumeVO row per volume, as add_resource writes
-    # them): the unit of work would cost more than the statements.
-    now, connection = utcnow(), session.connection()
+    # them): the unit of work would cost more than the statements. All in one round trip.
+    now = utcnow()
     volumes = []
-    for plan, ps_uuid in zip(plans, ps_uuids, strict=True):
-        root = plan.type == "Root"
-        uuid, fmt, name = new_uuid(), (image.format if root else "qcow2"), \
-            volume_name(vm.name, plan)
-        values = {"uuid": uuid, "name": name, "type": plan.type,
-                  "size": plan.size, "primaryStorageUuid": ps_uuid,
-                  "vmInstanceUuid": vm_uuid, "deviceId": plan.deviceId,
-                  "diskOfferingUuid": plan.diskOfferingUuid,
-                  "rootImageUuid": image.uuid if root else None,
-                  "format": fmt, "status": "Creating",
-                  "state": "Enabled", "actualSize": 0, "lastAttachDate": now,
-                  "createDate": now, "lastOpDate": now}
-        add_resource_row(session, uuid, VOLUME, name=name,
-                         owner_account_uuid=vm.accountUuid, create_date=now)
-        connection.execute(_INSERT_VOLUME, values)
-        volumes.append(VolumeTO(uuid, plan.type, plan.deviceId, plan.size, ps_uuid, None,
-                                fmt or "qcow2", types[ps_uuid], False))
-    connection.execute(_SET_ROOT_VOLUME, {"vm_uuid": vm_uuid, "rootVolumeUuid": volumes[0].uuid})
+    with sent_together(session) as connection:
+        for plan, ps_uuid in zip(plans, ps_uuids, strict=True):
+            root = plan.type == "Root"
+            uuid, fmt, name = new_uuid(), (image.format if root else "qcow2"), \
+                volume_name(vm.name, plan)
+            values = {"uuid": uuid, "name": name, "type": plan.type,
+                      "size": plan.size, "primaryStorageUuid": ps_uuid,
+                      "vmInstanceUuid": vm_uuid, "deviceId": plan.deviceId,
+                      "diskOfferingUuid": plan.diskOfferingUuid,
+                      "rootImageUuid": image.uuid if root else None,
+                      "format": fmt, "status": "Creating",
+                      "state": "Enabled", "actualSize": 0, "lastAttachDate": now,
+                      "createDate": now, "lastOpDate": now}
+            add_resource_row(session, uuid, VOLUME, name=name,
+                             owner_account_uuid=vm.accountUuid, create_date=now)
+            connection.execute(_INSERT_VOLUME, values)
+            volumes.append(VolumeTO(uuid, plan.type, plan.deviceId, plan.size, ps_uuid, None,
+                                    fmt or "qcow2", types[ps_uuid], False))
+        connection.execute(_SET_ROOT_VOLUME,
+                           {"vm_uuid": vm_uuid, "rootVolumeUuid": volumes[0].uuid})
     return volumes
 
 
