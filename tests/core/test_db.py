@@ -302,6 +302,21 @@ async def test_mariadb_through_either_driver(
         with pytest.raises(ZError, match="resource uuid already exists"):
             await db.run(add_twice)
         assert await db.read(count, ResourceVO) == 1
+
+        # Writes sent together (CLIENT_MULTI_STATEMENTS, the driver's own binding) arrive
+        # before the read that follows them, their values intact.
+        uuid = new_uuid()
+
+        def together(session: Session) -> int:
+            with sent_together(session) as connection:
+                connection.execute(sa.insert(table_of(ResourceVO)), {
+                    "uuid": uuid, "resourceName": _TRICKY_NAME,
+                    "resourceType": "ZTestThingVO", "createDate": datetime.now(UTC)})
+                return count(session, ResourceVO)
+
+        assert await db.run(together) == 2
+        assert await db.read(lambda s: s.get_one(ResourceVO, uuid).resourceName) == \
+            _TRICKY_NAME
     finally:
         await db.close()
 
