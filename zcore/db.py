@@ -467,6 +467,9 @@ _together = threading.local()
 #: all, and MySQL's with ``CLIENT_MULTI_STATEMENTS``.
 _MULTI_STATEMENT_DRIVERS = frozenset({"psycopg", "mysqldb", "pymysql"})
 _CLIENT_MULTI_STATEMENTS = 1 << 16
+#: The psycopg connections (by ``id``) whose transaction SQLAlchemy began and whose
+#: ``BEGIN`` is still to be sent (:func:`_begin_with_first_statement`).
+_BEGIN_PENDING: set[int] = set()
 #: Execution option of a write whose outcome (row count, error) its caller reads at once:
 #: a :func:`sent_together` block does not hold it back.
 _OUTCOME_READ = "zcore_outcome_read"
@@ -517,48 +520,57 @@ def _held_for(cursor: Any) -> list[str] | None:
 
 
 def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-    """``do_execute`` of a server's engine, inside :func:`sent_together`: a write is held
-    back, rendered with its values (True: SQLAlchemy does not execute it); any other
+    """``do_execute`` of a server's engine. Inside :func:`sent_together`, a write is held
+    back, rendered with its values (True: SQLAlchemy does not execute it), and any other
     statement (one that returns rows, or whose outcome the caller reads) goes in one query
-    after what is held, the cursor left on its own result."""
+    after what is held, the cursor left on its own result. On PostgreSQL the first
+    statement of a transaction carries its ``BEGIN`` (:func:`_begin_with_first_statement`).
+    """
     held = _held_for(cursor)
-    if held is None:
+    begin = _take_begin(cursor)
+    if held is None and not begin:
         return False
-    holdable = (context.isinsert or context.isupdate or context.isdelete) and \
+    holdable = held is not None and \
+        (context.isinsert or context.isupdate or context.isdelete) and \
         not context.compiled.effective_returning and \
         not context.execution_options.get(_OUTCOME_READ)
-    if not holdable and not held:
+    before = (["BEGIN"] if begin else []) + (held or [])
+    if not holdable and not before:
         return False  # nothing before it: as usual
     if context.dialect.driver == "psycopg":
         rendered = _client_cursor(context.root_connection).mogrify(statement, parameters)
     else:  # mysqlclient, pymysql: they bind on the client anyway
         rendered = cursor.mogrify(statement, parameters)
     if holdable:
+        assert held is not None
+        if begin:
+            held.insert(0, "BEGIN")
         held.append(rendered)
         return True
-    before = len(held)
-    query = ";\n".join([*held, rendered])
-    held.clear()
-    cursor.execute(query)
-    for _ in range(before):  # a failed statement raises here (MySQL) or above
+    if held:
+        held.clear()
+    cursor.execute(";\n".join([*before, rendered]))
+    for _ in before:  # a failed statement raises here (MySQL) or above
         cursor.nextset()
     return True
 
 
 def _send_held_first(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-    """``do_executemany``: what a :func:`sent_together` block holds back goes first, so
-    that the statements run in the order given."""
-    _flush_held(cursor, context)
+    """``do_executemany``: the transaction's ``BEGIN`` and what a :func:`sent_together`
+    block holds back go first, so that the statements run in the order given."""
+    _send_what_goes_first(cursor, context)
     return False
 
 
 def _send_held_first_no_params(cursor: Any, statement: str, context: Any) -> bool:
     """``do_execute_no_params``: as :func:`_send_held_first`."""
-    _flush_held(cursor, context)
+    _send_what_goes_first(cursor, context)
     return False
 
 
-def _flush_held(cursor: Any, context: Any) -> None:
+def _send_what_goes_first(cursor: Any, context: Any) -> None:
+    if _take_begin(cursor):
+        cursor.execute("BEGIN")
     held = _held_for(cursor)
     if held:
         _send_held(context.root_connection, held)
@@ -577,12 +589,15 @@ def _client_cursor(connection: Connection) -> Any:
 
 
 def _send_held(connection: Connection, held: list[str]) -> None:
-    """One query of the statements held back; every result is read (MySQL sends one each),
-    and the first error raises as SQLAlchemy's."""
+    """One query of the statements held back (after the transaction's ``BEGIN`` if it is
+    still to be sent); every result is read (MySQL sends one each), and the first error
+    raises as SQLAlchemy's."""
     raw: Any = connection.connection.dbapi_connection
     dialect = connection.dialect
-    query = held[0] if len(held) == 1 else ";\n".join(held)
     cursor = _client_cursor(connection) if dialect.driver == "psycopg" else raw.cursor()
+    if _take_begin(cursor):
+        held = ["BEGIN", *held]
+    query = held[0] if len(held) == 1 else ";\n".join(held)
     try:
         cursor.execute(query)
         while cursor.nextset():
@@ -600,16 +615,61 @@ def _send_held(connection: Connection, held: list[str]) -> None:
 
 
 def _send_together_on(engine: Engine) -> None:
-    """Let :func:`sent_together` send several statements at once on ``engine``."""
+    """Let :func:`sent_together` send several statements at once on ``engine``; on
+    PostgreSQL, :func:`_begin_with_first_statement` too."""
     if engine.dialect.driver not in _MULTI_STATEMENT_DRIVERS:
         return
     event.listen(engine, "do_execute", _send_later)
     event.listen(engine, "do_executemany", _send_held_first)
     event.listen(engine, "do_execute_no_params", _send_held_first_no_params)
-    if engine.dialect.driver != "psycopg":
+    if engine.dialect.driver == "psycopg":
+        _begin_with_first_statement(engine)
+    else:
         @event.listens_for(engine, "do_connect")
         def _multi_statements(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
             cparams["client_flag"] = cparams.get("client_flag", 0) | _CLIENT_MULTI_STATEMENTS
+
+
+def _begin_with_first_statement(engine: Engine) -> None:
+    """On psycopg connections of ``engine``, a transaction's ``BEGIN`` goes to the server
+    in one query with its first statement, not in a round trip of its own.
+
+    psycopg, outside autocommit mode, sends ``BEGIN`` and waits for its answer before the
+    first statement of every transaction: for the single writer, whose groups are short,
+    more than one round trip in ten. The connections are put in autocommit mode, and
+    SQLAlchemy's ``begin`` (still a transaction to it) marks the connection: the next
+    statement is sent after ``BEGIN`` (:func:`_send_later`; a batch of values or a statement
+    without any gets its own ``BEGIN`` first). ``commit`` and ``rollback`` are psycopg's,
+    which end the open transaction, or do nothing when none was begun.
+    """
+    @event.listens_for(engine, "connect")
+    def _autocommit(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.autocommit = True
+
+    @event.listens_for(engine, "begin")
+    def _begin_later(connection: Connection) -> None:
+        _BEGIN_PENDING.add(id(connection.connection.dbapi_connection))
+
+    def _ended(connection: Connection) -> None:
+        try:
+            _BEGIN_PENDING.discard(id(connection.connection.dbapi_connection))
+        except Exception:  # noqa: BLE001, S110 - invalidated: its BEGIN was never sent
+            pass
+
+    event.listen(engine, "commit", _ended)
+    event.listen(engine, "rollback", _ended)
+
+
+def _take_begin(cursor: Any) -> bool:
+    """Whether the transaction on ``cursor``'s connection still has to be begun (the flag
+    goes: the caller sends ``BEGIN``)."""
+    if not _BEGIN_PENDING:
+        return False
+    key = id(cursor.connection)
+    if key not in _BEGIN_PENDING:
+        return False
+    _BEGIN_PENDING.discard(key)
+    return True
 
 
 def _mysql_errno(exc: DBAPIError) -> int | None:

@@ -797,3 +797,33 @@ async def test_sent_together_read_and_claim_see_the_writes_before_them(
 
     assert await database.run(write) == (1, False, True)
     assert await database.run(lambda s: count(s, ResourceVO)) == 3
+
+
+async def test_writes_are_seen_by_others_only_once_committed(database: Database) -> None:
+    # On PostgreSQL the BEGIN goes with a transaction's first statement: it still begins.
+    resources = table_of(ResourceVO)
+    kept, dropped = new_uuid(), new_uuid()
+    other = sa.create_engine(database.url)
+
+    def others_see(uuid: str) -> bool:
+        with other.connect() as connection:
+            return connection.execute(select(func.count()).select_from(resources)
+                                      .where(resources.c.uuid == uuid)).scalar() == 1
+
+    def write(session: Session, uuid: str, fail: bool) -> bool:
+        session.execute(sa.insert(resources), {
+            "uuid": uuid, "resourceName": "r", "resourceType": "ZTestThingVO",
+            "createDate": datetime.now(UTC)})
+        seen = others_see(uuid)
+        if fail:
+            raise ZError(INVALID_ARGUMENT, "no", "changed its mind")
+        return seen
+
+    try:
+        assert await database.run(write, kept, False) is False
+        assert others_see(kept)
+        with pytest.raises(ZError):
+            await database.run(write, dropped, True)
+        assert not others_see(dropped)
+    finally:
+        other.dispose()
