@@ -527,30 +527,26 @@ def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     statement of a transaction carries its ``BEGIN`` (:func:`_begin_with_first_statement`).
     """
     held = _held_for(cursor)
-    begin = _take_begin(cursor)
-    if held is None and not begin:
-        return False
+    before = held if held is not None else []
+    if _take_begin(cursor):  # a transaction's first statement: nothing is held yet
+        before.append("BEGIN")
     holdable = held is not None and \
         (context.isinsert or context.isupdate or context.isdelete) and \
         not context.compiled.effective_returning and \
         not context.execution_options.get(_OUTCOME_READ)
-    before = (["BEGIN"] if begin else []) + (held or [])
     if not holdable and not before:
         return False  # nothing before it: as usual
     if context.dialect.driver == "psycopg":
-        rendered = _client_cursor(context.root_connection).mogrify(statement, parameters)
+        rendered = _client_cursor(cursor.connection).mogrify(statement, parameters)
     else:  # mysqlclient, pymysql: they bind on the client anyway
         rendered = cursor.mogrify(statement, parameters)
     if holdable:
-        assert held is not None
-        if begin:
-            held.insert(0, "BEGIN")
-        held.append(rendered)
+        before.append(rendered)  # ``before`` is the block's list
         return True
-    if held:
-        held.clear()
-    cursor.execute(";\n".join([*before, rendered]))
-    for _ in before:  # a failed statement raises here (MySQL) or above
+    query, sent = ";\n".join([*before, rendered]), len(before)
+    before.clear()
+    cursor.execute(query)
+    for _ in range(sent):  # a failed statement raises here (MySQL) or above
         cursor.nextset()
     return True
 
@@ -569,17 +565,16 @@ def _send_held_first_no_params(cursor: Any, statement: str, context: Any) -> boo
 
 
 def _send_what_goes_first(cursor: Any, context: Any) -> None:
-    if _take_begin(cursor):
-        cursor.execute("BEGIN")
     held = _held_for(cursor)
-    if held:
+    if held:  # its BEGIN, if it was the transaction's first, is in it
         _send_held(context.root_connection, held)
         held.clear()
+    elif _take_begin(cursor):
+        cursor.execute("BEGIN")
 
 
-def _client_cursor(connection: Connection) -> Any:
-    """A psycopg cursor that binds values on the client, on the block's connection."""
-    raw: Any = connection.connection.dbapi_connection
+def _client_cursor(raw: Any) -> Any:
+    """A psycopg cursor that binds values on the client, on the DBAPI connection ``raw``."""
     cursor = getattr(_together, "client_cursor", None)
     if cursor is None or cursor.connection is not raw:
         import psycopg  # only with PostgreSQL
@@ -589,15 +584,13 @@ def _client_cursor(connection: Connection) -> Any:
 
 
 def _send_held(connection: Connection, held: list[str]) -> None:
-    """One query of the statements held back (after the transaction's ``BEGIN`` if it is
-    still to be sent); every result is read (MySQL sends one each), and the first error
-    raises as SQLAlchemy's."""
+    """One query of the statements held back (a transaction's ``BEGIN`` among them when
+    the first statement was held); every result is read (MySQL sends one each), and the
+    first error raises as SQLAlchemy's."""
     raw: Any = connection.connection.dbapi_connection
     dialect = connection.dialect
-    cursor = _client_cursor(connection) if dialect.driver == "psycopg" else raw.cursor()
-    if _take_begin(cursor):
-        held = ["BEGIN", *held]
-    query = held[0] if len(held) == 1 else ";\n".join(held)
+    cursor = _client_cursor(raw) if dialect.driver == "psycopg" else raw.cursor()
+    query = ";\n".join(held)
     try:
         cursor.execute(query)
         while cursor.nextset():

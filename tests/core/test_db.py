@@ -756,21 +756,22 @@ async def test_sent_together_failure_raises_and_keeps_nothing(database: Database
 
 
 async def test_sent_together_goes_before_a_later_statement(database: Database) -> None:
-    resources = table_of(ResourceVO)
-    uuids = [new_uuid() for _ in range(3)]
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    uuid = new_uuid()
     now = datetime.now(UTC)
 
     def write(session: Session) -> int:
         with sent_together(session) as connection:
             connection.execute(sa.insert(resources), {
-                "uuid": uuids[0], "resourceName": "a", "resourceType": "ZTestThingVO",
+                "uuid": uuid, "resourceName": "a", "resourceType": "ZTestThingVO",
                 "createDate": now})
-            # Several rows at once (executemany) go after what the block holds back.
-            connection.execute(sa.insert(resources), [
-                {"uuid": u, "resourceName": "b", "resourceType": "ZTestThingVO",
-                 "createDate": now} for u in uuids[1:]])
+            # Several rows at once (executemany), whose parent is the held row: it goes
+            # first, or they would be refused.
+            connection.execute(sa.insert(tags), [
+                {"uuid": new_uuid(), "resourceUuid": uuid, "resourceType": "ZTestThingVO",
+                 "tag": f"t{i}", "createDate": now, "lastOpDate": now} for i in range(2)])
         # After the block, a read sees every row written in it.
-        return count(session, ResourceVO)
+        return count(session, ResourceVO) + count(session, UserTagVO)
 
     assert await database.run(write) == 3
 

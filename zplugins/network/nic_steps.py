@@ -209,9 +209,9 @@ def _insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
                     "mac": mac, "deviceId": device_id, "internalName": internal_name,
                     "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
                 return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
-        # A MAC collision (another NIC has it): try another. A duplicate device id would
-        # collide every time, which the loop ends with the error below; the transaction
-        # then rolls back the NIC's ResourceVO row with the rest.
+            # A MAC collision (another NIC has it): try another. A duplicate device id
+            # would collide every time, which the loop ends with the error below; the
+            # transaction then rolls back the NIC's ResourceVO row with the rest.
     raise ZError(INVALID_ARGUMENT, "cannot create the NIC",
                  f"no unique MAC / device id {device_id} for a NIC of VM {vm_uuid} on L3 "
                  f"network {l3_uuid} after 16 attempts")
