@@ -31,17 +31,18 @@ import threading
 import time
 import uuid as _uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, ClassVar, Concatenate, ParamSpec, Self, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Connection,
+    CursorResult,
     DateTime,
     Dialect,
     Engine,
@@ -70,6 +71,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeEngine
 
 from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
@@ -99,6 +101,7 @@ __all__ = [
     "sent_together",
     "table_of",
     "utcnow",
+    "write_checked",
 ]
 
 P = ParamSpec("P")
@@ -459,9 +462,27 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
     return connection.execute(stmt, values).first() is not None
 
 
-#: The statements a :func:`sent_together` block of this thread holds back, with its DBAPI
-#: connection (a transaction function runs in one thread, its statements too).
-_together = threading.local()
+class _Holding(threading.local):
+    """What this thread holds back on one DBAPI connection (a transaction function runs in
+    one thread, its statements too): the writes of a :func:`sent_together` block, and in
+    the single writer's groups (:func:`_carried_on`) those of blocks that ended."""
+
+    raw: Any = None
+    #: Rendered statements not sent yet, in order; ``None``: nothing is held here.
+    held: list[str] | None = None
+    #: Inside a :func:`sent_together` block: its writes are held.
+    open = False
+    #: A group's: a block's writes stay held when it ends (:func:`_carried_on`).
+    carrying = False
+    #: Some of ``held`` come from a block that ended.
+    carried = False
+    #: Writes of an ended block failed when they went with a later statement, whose
+    #: caller may have taken the error for its own: the group must not commit.
+    spoiled = False
+    client_cursor: Any = None
+
+
+_together = _Holding()
 #: The drivers whose connection :func:`sent_together` sends several statements at once
 #: through (``_send_later`` renders them): PostgreSQL's simple query protocol runs them
 #: all, and MySQL's with ``CLIENT_MULTI_STATEMENTS``.
@@ -473,6 +494,9 @@ _BEGIN_PENDING: set[int] = set()
 #: Execution option of a write whose outcome (row count, error) its caller reads at once:
 #: a :func:`sent_together` block does not hold it back.
 _OUTCOME_READ = "zcore_outcome_read"
+#: Execution option of a held write that must change a row (:func:`write_checked`): what
+#: raises when it changed none.
+_ROWS_CHECK = "zcore_rows_check"
 
 
 @contextmanager
@@ -486,36 +510,92 @@ def sent_together(session: Session) -> Iterator[Connection]:
     with their values bound by the driver as it binds them for any statement it sends as
     text, and go to the server as one multi-statement query with the next statement that
     returns rows (a ``SELECT``, an ``INSERT ... RETURNING``), or when the block ends: one
-    round trip, which costs more than most such statements. The server runs them in order
-    and stops at the first that fails, which raises there as SQLAlchemy's error (an
+    round trip, which costs more than most such statements. In the single writer's groups
+    they go later still: with the group's next statement, or its ``COMMIT``
+    (:func:`_carried_on`). The server runs them in order and stops at the first that
+    fails, which raises there as SQLAlchemy's error (an
     :class:`~sqlalchemy.exc.IntegrityError` for a missing parent); the transaction is then
-    lost, as after any failed statement. SQLite runs each statement at once, as outside the
-    block. No ORM work inside (a flush reads row counts)::
+    lost, as after any failed statement. A write whose target may be gone goes through
+    :func:`write_checked`. SQLite runs each statement at once, as outside the block. No ORM
+    work inside (a flush reads row counts)::
 
         with sent_together(session) as connection:
             connection.execute(INSERT_RESOURCE, resource_values)
             connection.execute(INSERT_VOLUME, volume_values)
     """
     connection = session.connection()
-    if connection.dialect.driver not in _MULTI_STATEMENT_DRIVERS or \
-            getattr(_together, "held", None) is not None:
+    if connection.dialect.driver not in _MULTI_STATEMENT_DRIVERS or _together.open:
         yield connection
         return
     raw: Any = connection.connection.dbapi_connection
-    held: list[str] = []
-    _together.raw, _together.held = raw, held
+    carrying = _together.carrying
+    if carrying and _together.raw not in (None, raw):  # not the group's connection
+        yield connection
+        return
+    if _together.raw is None or not carrying:
+        _together.raw, _together.held = raw, []
+    held = _together.held
+    assert held is not None
+    _together.open = True
     try:
         yield connection
     finally:
-        # Sent even when the block raised: a caller that handles the error and goes on
-        # finds what the block wrote before it, as outside the block.
+        _together.open = False
+        if carrying:  # they go with the group's next statement, or with its COMMIT
+            _together.carried = bool(held)
+        else:
+            # Sent even when the block raised: a caller that handles the error and goes
+            # on finds what the block wrote before it, as outside the block.
+            _together.raw = _together.held = None
+            if held:
+                _send_held(connection, held)
+
+
+def write_checked(session: Session, statement: Executable, values: dict[str, Any],
+                  error: Callable[[], Exception]) -> None:
+    """Run a Core ``UPDATE`` or ``DELETE`` that must change at least one row (its target
+    may have gone meanwhile): else ``error()`` raises.
+
+    Inside a :func:`sent_together` block on a server it is held back like the block's
+    other writes, and its row count is checked once it was sent: when the block ends, or
+    with the statement that carries it, and before any ``COMMIT``. In the single
+    writer's group that may be another function's statement: the group then runs again,
+    each function on its own, and the error is raised in its own function. Elsewhere it
+    runs at once, and ``error()`` raises there.
+    """
+    connection = session.connection()
+    if _together.open and connection.dialect.driver in _MULTI_STATEMENT_DRIVERS and \
+            _together.raw is connection.connection.dbapi_connection:
+        connection.execute(statement, values, execution_options={_ROWS_CHECK: error})
+        return
+    if cast(CursorResult[Any], connection.execute(statement, values)).rowcount == 0:
+        raise error()
+
+
+@contextmanager
+def _carried_on() -> Iterator[_Holding]:
+    """For the single writer's group (:class:`_GroupCommit`): the writes a
+    :func:`sent_together` block holds back stay held when it ends, to go with the next
+    statement that is sent, whichever function of the group sends it, or with the
+    ``COMMIT`` (:func:`_commit_with_held`). A group of short functions that each end with
+    such writes then costs one round trip, not one each.
+
+    A carried write that fails raises with a later statement, maybe in another function,
+    which may take the error for its own and handle it: ``spoiled`` then says so, and the
+    group must not commit (it runs again with each function on its own). The first block
+    names the connection; enter before the transaction begins and leave after it ended:
+    what is still held then is dropped.
+    """
+    _together.carrying, _together.carried, _together.spoiled = True, False, False
+    try:
+        yield _together
+    finally:
         _together.raw = _together.held = None
-        if held:
-            _send_held(connection, held)
+        _together.carrying = _together.carried = _together.spoiled = False
 
 
 def _held_for(cursor: Any) -> list[str] | None:
-    held: list[str] | None = getattr(_together, "held", None)
+    held = _together.held
     return held if held is not None and cursor.connection is _together.raw else None
 
 
@@ -530,7 +610,7 @@ def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     before = held if held is not None else []
     if _take_begin(cursor):  # a transaction's first statement: nothing is held yet
         before.append("BEGIN")
-    holdable = held is not None and \
+    holdable = held is not None and _together.open and \
         (context.isinsert or context.isupdate or context.isdelete) and \
         not context.compiled.effective_returning and \
         not context.execution_options.get(_OUTCOME_READ)
@@ -541,14 +621,48 @@ def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     else:  # mysqlclient, pymysql: they bind on the client anyway
         rendered = cursor.mogrify(statement, parameters)
     if holdable:
-        before.append(rendered)  # ``before`` is the block's list
+        check = context.execution_options.get(_ROWS_CHECK)
+        before.append(_Checked(rendered, check) if check else rendered)  # the held list
         return True
-    query, sent = ";\n".join([*before, rendered]), len(before)
+    statements = [*before, rendered]
+    carried = held is not None and _together.carried
     before.clear()
-    cursor.execute(query)
-    for _ in range(sent):  # a failed statement raises here (MySQL) or above
-        cursor.nextset()
+    _together.carried = False
+    at = [0]
+    try:
+        cursor.execute(";\n".join(statements))
+        _read_results(cursor, statements, at)  # the cursor stays on this one's
+    except Exception:
+        # Whose error: MySQL tells by the result it came with; PostgreSQL does not.
+        if carried and at[0] < len(statements) - 1:
+            _together.spoiled = True
+        raise
     return True
+
+
+class _Checked(str):
+    """A held write that must change a row (:func:`write_checked`): its text, and the
+    error raised when it changed none."""
+
+    error: Callable[[], Exception]
+
+    def __new__(cls, text: str, error: Callable[[], Exception]) -> Self:
+        checked = super().__new__(cls, text)
+        checked.error = error
+        return checked
+
+
+def _read_results(cursor: Any, statements: Sequence[str], at: list[int]) -> None:
+    """After ``cursor.execute`` of ``statements`` as one query: the result of each in turn
+    (``at[0]``: the one being read; MySQL raises a failed statement's error when its
+    result is read), each :class:`_Checked` one's row count checked; the cursor is left
+    on the last one's result."""
+    for i, statement in enumerate(statements):
+        at[0] = i
+        if i:
+            cursor.nextset()
+        if isinstance(statement, _Checked) and cursor.rowcount == 0:
+            raise statement.error()
 
 
 def _send_held_first(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
@@ -567,15 +681,50 @@ def _send_held_first_no_params(cursor: Any, statement: str, context: Any) -> boo
 def _send_what_goes_first(cursor: Any, context: Any) -> None:
     held = _held_for(cursor)
     if held:  # its BEGIN, if it was the transaction's first, is in it
-        _send_held(context.root_connection, held)
-        held.clear()
+        carried, _together.carried = _together.carried, False
+        try:
+            _send_held(context.root_connection, held)
+        except Exception:
+            _together.spoiled = _together.spoiled or carried
+            raise
+        finally:
+            held.clear()
     elif _take_begin(cursor):
         cursor.execute("BEGIN")
 
 
+def _commit_with_held(do_commit: Callable[[Any], None], driver: str) -> Callable[[Any], None]:
+    """The writer engine's ``do_commit``: what is still held (:func:`_carried_on`) goes to
+    the server in one query with the ``COMMIT``, which a failed write keeps from running
+    (its error raises as the commit's); else the driver's own commit."""
+    def commit(connection: Any) -> None:  # the pool's proxy of the DBAPI connection
+        raw = connection.dbapi_connection
+        held = _together.held if raw is _together.raw else None
+        if not held:
+            do_commit(connection)
+            return
+        # A write whose row count is checked goes before the COMMIT, not with it.
+        checked = any(isinstance(statement, _Checked) for statement in held)
+        statements = list(held) if checked else [*held, "COMMIT"]
+        held.clear()
+        _together.carried = False
+        cursor = _client_cursor(raw) if driver == "psycopg" else raw.cursor()
+        try:
+            cursor.execute(";\n".join(statements))
+            _read_results(cursor, statements, [0])
+            while cursor.nextset():
+                pass
+        finally:
+            if driver != "psycopg":
+                cursor.close()
+        if checked:
+            do_commit(connection)
+    return commit
+
+
 def _client_cursor(raw: Any) -> Any:
     """A psycopg cursor that binds values on the client, on the DBAPI connection ``raw``."""
-    cursor = getattr(_together, "client_cursor", None)
+    cursor = _together.client_cursor
     if cursor is None or cursor.connection is not raw:
         import psycopg  # only with PostgreSQL
 
@@ -593,6 +742,7 @@ def _send_held(connection: Connection, held: list[str]) -> None:
     query = ";\n".join(held)
     try:
         cursor.execute(query)
+        _read_results(cursor, held, [0])
         while cursor.nextset():
             pass
     except dialect.loaded_dbapi.Error as exc:
@@ -615,6 +765,9 @@ def _send_together_on(engine: Engine) -> None:
     event.listen(engine, "do_execute", _send_later)
     event.listen(engine, "do_executemany", _send_held_first)
     event.listen(engine, "do_execute_no_params", _send_held_first_no_params)
+    # The dialect is this engine's own: no other engine commits through it.
+    engine.dialect.do_commit = _commit_with_held(  # type: ignore[method-assign,assignment]
+        engine.dialect.do_commit, engine.dialect.driver)
     if engine.dialect.driver == "psycopg":
         _begin_with_first_statement(engine)
     else:
@@ -787,11 +940,13 @@ class _GroupCommit(_Worker):
         commit fails, everything is rolled back and nobody has an outcome yet: False."""
         results: list[Any] = []
         try:
-            with self._database._sessions.begin() as session:
+            with _carried_on() as held, self._database._sessions.begin() as session:
                 for call in group:
                     results.append(call.call(session))
                     session.flush()
                     session.expunge_all()
+                if held.spoiled:
+                    raise _Spoiled
         except Exception:  # noqa: BLE001 - the savepoint run gives each its own fate
             return False
         outcomes += [(call, result, None) for call, result in zip(group, results, strict=True)]
@@ -819,6 +974,10 @@ class _GroupCommit(_Worker):
             outcomes += [call.run_alone(self._database) for call in group]
             return
         outcomes += these
+
+
+class _Spoiled(Exception):
+    """A write carried from one function of a group failed with another's statement."""
 
 
 def _batches(source: queue.SimpleQueue[_Call | None], limit: int) -> Iterator[list[_Call]]:

@@ -34,6 +34,7 @@ from zcore.db import (
     new_uuid,
     sent_together,
     table_of,
+    write_checked,
 )
 from zcore.errors import INVALID_ARGUMENT, StartupError, ZError
 from zcore.records import Migrations
@@ -798,6 +799,192 @@ async def test_sent_together_read_and_claim_see_the_writes_before_them(
 
     assert await database.run(write) == (1, False, True)
     assert await database.run(lambda s: count(s, ResourceVO)) == 3
+
+
+def _resource_row(uuid: str, name: str = "r") -> dict[str, object]:
+    return {"uuid": uuid, "resourceName": name, "resourceType": "ZTestThingVO",
+            "createDate": datetime.now(UTC)}
+
+
+def _tag_row(resource_uuid: str, tag: str) -> dict[str, object]:
+    now = datetime.now(UTC)
+    return {"uuid": new_uuid(), "resourceUuid": resource_uuid, "resourceType": "ZTestThingVO",
+            "tag": tag, "createDate": now, "lastOpDate": now}
+
+
+async def test_a_group_keeps_what_blocks_held_back_until_a_later_statement_or_commit(
+        database: Database) -> None:
+    # Queued at once, these run as one group; on a server the writes each block holds
+    # back go with a later function's statement, or with the COMMIT.
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    uuids = [new_uuid() for _ in range(30)]
+
+    def write(session: Session, i: int) -> int | None:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), _resource_row(uuids[i], f"g{i}"))
+            connection.execute(sa.insert(tags), _tag_row(uuids[i], f"n::{i}"))
+        if i % 3 == 2:  # every third reads: it sees all the writes before it
+            return count(session, ResourceVO) + count(session, UserTagVO)
+        return None
+
+    outcomes = await asyncio.gather(*(database.run(write, i) for i in range(30)))
+    assert outcomes == [2 * (i + 1) if i % 3 == 2 else None for i in range(30)]
+
+    other = sa.create_engine(database.url)
+    try:
+        with other.connect() as connection:  # committed, the last ones too
+            names = connection.execute(select(resources.c.resourceName)).scalars().all()
+            assert sorted(names) == sorted(f"g{i}" for i in range(30))
+            assert connection.execute(select(func.count()).select_from(tags)).scalar() == 30
+    finally:
+        other.dispose()
+
+
+async def test_a_held_write_that_fails_later_in_the_group_fails_its_own_function(
+        database: Database) -> None:
+    # The failing write goes to the server with the next function's statement, and that
+    # function takes such errors for its own: it must never see this one, nor may the
+    # group commit what got through.
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    good = [new_uuid() for _ in range(6)]
+    bad = new_uuid()
+
+    def write(session: Session, uuid: str) -> str:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), _resource_row(uuid))
+            parent = new_uuid() if uuid == bad else uuid  # no such resource: refused
+            connection.execute(sa.insert(tags), _tag_row(parent, "t"))
+        return "written"
+
+    def careful(session: Session) -> str:
+        try:
+            count(session, ResourceVO)
+        except IntegrityError:
+            return "caught"
+        return "counted"
+
+    calls = [database.run(write, good[0]), database.run(write, bad), database.run(careful),
+             *(database.run(write, u) for u in good[1:])]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert outcomes[0] == "written" and outcomes[2] == "counted"
+    assert isinstance(outcomes[1], IntegrityError)
+    assert outcomes[3:] == ["written"] * 5
+
+    def present(session: Session) -> set[str]:
+        return set(session.scalars(select(ResourceVO.uuid)))
+
+    assert await database.run(present) == set(good)
+    assert await database.run(lambda s: count(s, UserTagVO)) == 6
+
+
+async def test_a_held_write_that_fails_with_the_commit_fails_its_own_function(
+        database: Database) -> None:
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    uuids = [new_uuid() for _ in range(5)]
+
+    def write(session: Session, i: int) -> int:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), _resource_row(uuids[i]))
+            # The last function's tag has no resource: it fails with the group's COMMIT.
+            connection.execute(sa.insert(tags), _tag_row(new_uuid() if i == 4 else uuids[i],
+                                                         "t"))
+        return i
+
+    outcomes = await asyncio.gather(*(database.run(write, i) for i in range(5)),
+                                    return_exceptions=True)
+    assert outcomes[:4] == [0, 1, 2, 3] and isinstance(outcomes[4], IntegrityError)
+    assert await database.run(lambda s: set(s.scalars(select(ResourceVO.uuid)))) == \
+        set(uuids[:4])
+
+
+_RENAME = sa.update(table_of(ResourceVO)).where(
+    table_of(ResourceVO).c.uuid == sa.bindparam("u")).values(resourceName=sa.bindparam("n"))
+
+
+def _gone(uuid: str) -> ZError:
+    return ZError(INVALID_ARGUMENT, "gone", f"{uuid} is gone")
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["alone", "held"])
+async def test_a_checked_write_that_changes_no_row_raises_and_keeps_nothing(
+        database: Database, held: bool) -> None:
+    resources = table_of(ResourceVO)
+    kept, missing = new_uuid(), new_uuid()
+
+    def write(session: Session, target: str) -> str:
+        session.connection().execute(sa.insert(resources), _resource_row(kept, "before"))
+        if held:
+            with sent_together(session):
+                write_checked(session, _RENAME, {"u": target, "n": "after"},
+                              lambda: _gone(target))
+        else:
+            write_checked(session, _RENAME, {"u": target, "n": "after"}, lambda: _gone(target))
+        return "renamed"
+
+    with pytest.raises(ZError, match=f"{missing} is gone"):
+        await database.run(write, missing)
+    assert await database.run(lambda s: s.get(ResourceVO, kept)) is None
+    assert await database.run(write, kept) == "renamed"
+    assert (await database.run(lambda s: s.get_one(ResourceVO, kept))).resourceName == "after"
+
+
+async def test_a_checked_write_carried_in_a_group_fails_only_its_own_function(
+        database: Database) -> None:
+    # The failing check is made when the write goes to the server, with the next
+    # function's statement, or before the COMMIT when it is the group's last.
+    resources = table_of(ResourceVO)
+    uuids = [new_uuid() for _ in range(6)]
+
+    def write(session: Session, i: int, target: str) -> int:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), _resource_row(uuids[i], "new"))
+            write_checked(session, _RENAME, {"u": target, "n": f"renamed{i}"},
+                          lambda: _gone(target))
+        return i
+
+    def careful(session: Session) -> str:
+        try:
+            count(session, ResourceVO)
+        except ZError:
+            return "caught"
+        return "counted"
+
+    missing = [new_uuid(), new_uuid()]
+    calls = [database.run(write, 0, uuids[0]), database.run(write, 1, missing[0]),
+             database.run(careful), database.run(write, 2, uuids[2]),
+             database.run(write, 3, uuids[3]), database.run(write, 4, missing[1])]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert outcomes[0] == 0 and outcomes[2] == "counted" and outcomes[3:5] == [2, 3]
+    for failed, uuid in ((outcomes[1], missing[0]), (outcomes[5], missing[1])):
+        assert isinstance(failed, ZError) and f"{uuid} is gone" in str(failed)
+
+    def names(session: Session) -> dict[str, str]:
+        return {r.uuid: r.resourceName for r in session.scalars(select(ResourceVO))}
+
+    assert await database.run(names) == {uuids[0]: "renamed0", uuids[2]: "renamed2",
+                                         uuids[3]: "renamed3"}
+
+
+async def test_a_checked_write_last_in_a_group_is_checked_before_the_commit(
+        database: Database) -> None:
+    resources = table_of(ResourceVO)
+    uuids = [new_uuid() for _ in range(5)]
+    missing = new_uuid()
+
+    def write(session: Session, i: int) -> int:
+        with sent_together(session) as connection:
+            connection.execute(sa.insert(resources), _resource_row(uuids[i], "new"))
+            target = missing if i == 4 else uuids[i]
+            write_checked(session, _RENAME, {"u": target, "n": f"renamed{i}"},
+                          lambda: _gone(target))
+        return i
+
+    outcomes = await asyncio.gather(*(database.run(write, i) for i in range(5)),
+                                    return_exceptions=True)
+    assert outcomes[:4] == [0, 1, 2, 3]
+    assert isinstance(outcomes[4], ZError) and f"{missing} is gone" in str(outcomes[4])
+    assert await database.run(lambda s: set(s.scalars(select(ResourceVO.uuid)))) == \
+        set(uuids[:4])
 
 
 async def test_writes_are_seen_by_others_only_once_committed(database: Database) -> None:
