@@ -60,7 +60,7 @@ from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BooleanClauseList
 
 from zcore import DriverNamespace, FlowStep, GlobalConfigOption
-from zcore.db import lock_for_update, table_of
+from zcore.db import lock_for_update, sent_together, table_of, write_checked
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.host_service import CONNECTED, HostInfo
@@ -469,11 +469,15 @@ _VM_FOR_ALLOCATION = select(
 _PLACE_VM = update(_VMS).where(_VMS.c.uuid == bindparam("vm_uuid"))
 
 
+def _vm_gone(vm_uuid: str) -> ZError:
+    return ZError(RESOURCE_NOT_FOUND, "resource not found",
+                  f"VmInstanceVO {vm_uuid} does not exist (any more)")
+
+
 def _vm(session: Session, vm_uuid: str) -> Any:
     vm = session.connection().execute(_VM_FOR_ALLOCATION, {"vm_uuid": vm_uuid}).first()
     if vm is None:
-        raise ZError(RESOURCE_NOT_FOUND, "resource not found",
-                     f"VmInstanceVO {vm_uuid} does not exist (any more)")
+        raise _vm_gone(vm_uuid)
     return vm
 
 
@@ -518,12 +522,13 @@ class AllocateHost(Step):
             host = strategy.allocate(session, request)
             reserved = {"host": host.uuid, "cpu": vm.cpuNum, "memory": vm.memorySize,
                         "previous": (vm.clusterUuid, vm.zoneUuid, vm.hypervisorType)}
-            placed = session.connection().execute(_PLACE_VM, {
-                "vm_uuid": vm_uuid, "hostUuid": host.uuid, "clusterUuid": host.clusterUuid,
-                "zoneUuid": host.zoneUuid, "hypervisorType": host.hypervisorType})
-            if placed.rowcount == 0:  # gone meanwhile: the reservation rolls back with it
-                raise ZError(RESOURCE_NOT_FOUND, "resource not found",
-                             f"VmInstanceVO {vm_uuid} does not exist (any more)")
+            # Gone meanwhile: the reservation rolls back with it. Checked once sent, with
+            # the writer's next statement.
+            with sent_together(session):
+                write_checked(session, _PLACE_VM, {
+                    "vm_uuid": vm_uuid, "hostUuid": host.uuid, "clusterUuid": host.clusterUuid,
+                    "zoneUuid": host.zoneUuid, "hypervisorType": host.hypervisorType},
+                    lambda: _vm_gone(vm_uuid))
             return HostInfo.of(host), reserved
 
         host, reserved = await node.db.run(allocate)

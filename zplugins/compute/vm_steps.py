@@ -28,6 +28,7 @@ from zcore.db import (
     sent_together,
     table_of,
     utcnow,
+    write_checked,
 )
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
@@ -253,12 +254,12 @@ class PostInstantiate(Step):
                       "rootVolumeUuid": volumes[0].uuid if volumes else None}
             if image is not None:
                 values.update({name: getattr(image, name, None) for name in _FROM_IMAGE})
-            # One UPDATE that keeps what the row has: no read first.
-            done = session.connection().execute(
-                _finish_statement(image is not None, stopped), values)
-            if done.rowcount == 0:
-                raise ZError(RESOURCE_NOT_FOUND, "resource not found",
-                             f"VmInstanceVO {uuid} does not exist (any more)")
+            # One UPDATE that keeps what the row has: no read first; it goes with the
+            # writer's next statement, and then it is checked.
+            with sent_together(session):
+                write_checked(session, _finish_statement(image is not None, stopped), values,
+                              lambda: ZError(RESOURCE_NOT_FOUND, "resource not found",
+                                             f"VmInstanceVO {uuid} does not exist (any more)"))
 
         await node.db.run(finish)
 

@@ -319,9 +319,10 @@ class AllocateIps(Step):
             for nic in nics:
                 used = allocate_ip(session, nic.l3NetworkUuid, vm_nic_uuid=nic.uuid,
                                    strategy=strategy, static_ip=statics.get(nic.l3NetworkUuid))
-                connection.execute(_SET_NIC_IP, {
-                    "nic_uuid": nic.uuid, "ip": used.ip, "netmask": used.netmask,
-                    "gateway": used.gateway, "ipVersion": used.ipVersion})
+                with sent_together(session):  # with the next NIC's claim, or later
+                    connection.execute(_SET_NIC_IP, {
+                        "nic_uuid": nic.uuid, "ip": used.ip, "netmask": used.netmask,
+                        "gateway": used.gateway, "ipVersion": used.ipVersion})
                 addressed.append(_AddressedNic(nic.uuid, nic.l3NetworkUuid, nic.mac,
                                                nic.deviceId, nic.internalName, used.ip,
                                                used.netmask, used.gateway))

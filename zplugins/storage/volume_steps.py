@@ -337,11 +337,11 @@ def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int],
                hosts: dict[str, str]) -> None:
     """Volumes ``Ready`` at their paths; ``hosts`` names the host of those on storage local
     to hosts."""
-    connection = session.connection()
-    for uuid, path in paths.items():
-        connection.execute(_SET_VOLUME_READY, {
-            "volume_uuid": uuid, "installPath": path, "status": "Ready",
-            "actualSize": actual.get(uuid, 0), "hostUuid": hosts.get(uuid)})
+    with sent_together(session) as connection:
+        for uuid, path in paths.items():
+            connection.execute(_SET_VOLUME_READY, {
+                "volume_uuid": uuid, "installPath": path, "status": "Ready",
+                "actualSize": actual.get(uuid, 0), "hostUuid": hosts.get(uuid)})
 
 
 _CREATED = "_storage_created_volumes"
