@@ -497,6 +497,9 @@ _OUTCOME_READ = "zcore_outcome_read"
 #: Execution option of a held write that must change a row (:func:`write_checked`): what
 #: raises when it changed none.
 _ROWS_CHECK = "zcore_rows_check"
+#: Execution option of a ``SELECT`` whose rows nobody reads (one that locks them): held
+#: back by a :func:`sent_together` block as if it were a write.
+_ROWS_UNREAD = "zcore_rows_unread"
 
 
 @contextmanager
@@ -610,10 +613,11 @@ def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     before = held if held is not None else []
     if _take_begin(cursor):  # a transaction's first statement: nothing is held yet
         before.append("BEGIN")
-    holdable = held is not None and _together.open and \
-        (context.isinsert or context.isupdate or context.isdelete) and \
-        not context.compiled.effective_returning and \
-        not context.execution_options.get(_OUTCOME_READ)
+    options = context.execution_options
+    holdable = held is not None and _together.open and (
+        (context.isinsert or context.isupdate or context.isdelete) and
+        not context.compiled.effective_returning and not options.get(_OUTCOME_READ) or
+        options.get(_ROWS_UNREAD, False))
     if not holdable and not before:
         return False  # nothing before it: as usual
     if context.dialect.driver == "psycopg":
@@ -621,7 +625,7 @@ def _send_later(cursor: Any, statement: str, parameters: Any, context: Any) -> b
     else:  # mysqlclient, pymysql: they bind on the client anyway
         rendered = cursor.mogrify(statement, parameters)
     if holdable:
-        check = context.execution_options.get(_ROWS_CHECK)
+        check = options.get(_ROWS_CHECK)
         before.append(_Checked(rendered, check) if check else rendered)  # the held list
         return True
     statements = [*before, rendered]
@@ -835,7 +839,12 @@ def lock_for_update(session: Session, model: Any, uuid: str) -> None:
     the wait and SQLite has one writer, so there it does nothing.
     """
     if session.get_bind().dialect.name in ("mysql", "mariadb"):
-        session.execute(select(model.uuid).where(model.uuid == uuid).with_for_update())
+        # Its row is not read: in the writer's group it is held back like a write, and
+        # goes to the server with the UPDATE after it.
+        with sent_together(session) as connection:
+            connection.execute(select(model.__table__.c.uuid).where(
+                model.__table__.c.uuid == uuid).with_for_update()
+                .execution_options(**{_ROWS_UNREAD: True}))
 
 
 def delete_resource(session: Session, obj: object) -> None:
