@@ -105,6 +105,29 @@ async def test_reservation_picks_the_storage_with_most_space_and_refuses_when_no
     assert refused.value.code == PS_ALLOCATION_FAILED and cluster in refused.value.details
 
 
+async def test_each_reservation_takes_the_storage_with_most_space_and_only_from_it(
+        make_env: Any, vm_cloud_spec: dict[str, Any]) -> None:
+    zone = vm_cloud_spec["zones"][0]
+    zone["primaryStorage"].append({"name": "ps2", "type": "Simulator", "url": "/sim/ps2",
+                                   "totalCapacity": "1T", "availableCapacity": "1T"})
+    zone["clusters"][0]["primaryStorage"] = ["ps1", "ps2"]
+    env = await make_env(vm_cloud_spec)
+    cluster, ps1, ps2 = env.uuid("cluster1"), env.uuid("ps1"), env.uuid("ps2")
+    free1, free2 = await available(env, "ps1"), await available(env, "ps2")
+    assert free1 > free2
+
+    def reserve(session: Any, size: int) -> str:
+        return reserve_on_cluster(session, cluster, size)
+
+    first = free1 - free2 + GiB  # ps1 then has less left than ps2
+    assert await env.node.db.run(reserve, first) == ps1
+    assert await env.node.db.run(reserve, GiB) == ps2
+    tie = min(ps1, ps2)  # as much free on both now: the lower uuid
+    assert await env.node.db.run(reserve, GiB) == tie
+    assert (await available(env, "ps1"), await available(env, "ps2")) == \
+        (free1 - first - (GiB if tie == ps1 else 0), free2 - GiB - (GiB if tie == ps2 else 0))
+
+
 async def test_a_vm_gets_root_and_data_volumes_and_expunging_gives_the_space_back(
         vm_cloud: Environment) -> None:
     env, call = vm_cloud, vm_cloud.client.call

@@ -201,6 +201,27 @@ def reserve(session: Session, uuid: str, size: int) -> bool:
     return done.rowcount == 1
 
 
+def reserve_first(session: Session, candidates: Any, size: int) -> str | None:
+    """Reserve ``size`` bytes on the first primary storage of ``candidates`` (a query of
+    uuids, best first) in one statement, ``UPDATE ... WHERE uuid = (the first) AND
+    availableCapacity >= size RETURNING uuid``; that uuid. ``None`` when it did not fit
+    (none fits, or another reservation came first) or the database does not say which row
+    an ``UPDATE`` changed (MariaDB, MySQL): then read the candidates and :func:`reserve`
+    one after the other."""
+    if size < 0:
+        raise ValueError(f"cannot reserve a negative size ({size})")
+    connection = session.connection()
+    if not connection.dialect.update_returning:
+        return None
+    c = _PS_TABLE.c
+    first = candidates.limit(1).correlate(None).scalar_subquery()
+    return connection.execute(
+        update(_PS_TABLE).where(c.uuid == first, c.availableCapacity >= size)
+        .values(availableCapacity=c.availableCapacity - size,
+                allocatedCapacity=c.allocatedCapacity + size)
+        .returning(c.uuid)).scalar()
+
+
 def release(session: Session, uuid: str, size: int) -> None:
     """Give back ``size`` reserved bytes (never more than are reserved)."""
     if size < 0:

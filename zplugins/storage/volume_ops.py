@@ -16,7 +16,7 @@ from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zplugins.compute.public import VolumeTO
 from zplugins.storage.primary_driver import PrimaryStorageDriver, PrimaryStorageInfo
 from zplugins.storage.primary_models import PrimaryStorageClusterRefVO, PrimaryStorageVO
-from zplugins.storage.primary_ops import driver_for, release, reserve
+from zplugins.storage.primary_ops import driver_for, release, reserve, reserve_first
 from zplugins.storage.volume_models import VolumeSnapshotTreeVO, VolumeSnapshotVO, VolumeVO
 
 if TYPE_CHECKING:
@@ -109,6 +109,9 @@ def reserve_on_cluster(session: Session, cluster_uuid: str, size: int, *,
     query = usable_ps_of_cluster(cluster_uuid, size)
     if only is not None:
         query = query.where(PrimaryStorageVO.uuid == only)
+    ps_uuid = reserve_first(session, query, size)
+    if ps_uuid is not None:
+        return ps_uuid
     for ps_uuid in list(session.scalars(query)):
         # Another creation may have taken the space since the query: try the next one.
         if reserve(session, ps_uuid, size):
