@@ -31,6 +31,7 @@ from zcore.db import (
     delete_resource,
     insert_unless_taken,
     is_uuid,
+    lock_for_update,
     new_uuid,
     sent_together,
     table_of,
@@ -985,6 +986,38 @@ async def test_a_checked_write_last_in_a_group_is_checked_before_the_commit(
     assert isinstance(outcomes[4], ZError) and f"{missing} is gone" in str(outcomes[4])
     assert await database.run(lambda s: set(s.scalars(select(ResourceVO.uuid)))) == \
         set(uuids[:4])
+
+
+async def test_a_row_lock_holds_until_the_transaction_ends(
+        database: Database, database_backend: str) -> None:
+    if database_backend != "mariadb":
+        pytest.skip("lock_for_update locks on MySQL and MariaDB only")
+    resources = table_of(ResourceVO)
+    uuid = new_uuid()
+    await database.run(lambda s: s.connection().execute(sa.insert(resources),
+                                                        _resource_row(uuid)))
+    other = sa.create_engine(database.url)
+
+    def locked_elsewhere() -> bool:
+        with other.connect() as connection:
+            try:
+                connection.execute(text("SELECT uuid FROM ResourceVO WHERE uuid = :u "
+                                        "FOR UPDATE NOWAIT"), {"u": uuid})
+            except sa.exc.OperationalError:
+                return True
+            return False
+
+    def lock(session: Session) -> bool:
+        lock_for_update(session, ResourceVO, uuid)
+        count(session, ResourceVO)  # the lock went to the server with this, at the latest
+        return locked_elsewhere()
+
+    try:
+        # Queued at once: one group, whose functions' locks are held back and carried.
+        assert await asyncio.gather(*(database.run(lock) for _ in range(3))) == [True] * 3
+        assert not locked_elsewhere()
+    finally:
+        other.dispose()
 
 
 async def test_writes_are_seen_by_others_only_once_committed(database: Database) -> None:
