@@ -369,7 +369,9 @@ async def copy_hosts(node: Node, template: str, count: int, *, analyze: bool = T
 
 
 def _is_candidate_query(statement: str) -> bool:
-    return (statement.lstrip().upper().startswith("SELECT") and "LIMIT" in statement
+    """The query of the candidates: a SELECT, or on PostgreSQL and SQLite the reservation
+    of the best one, an UPDATE whose subquery reads them."""
+    return (statement.lstrip().upper().startswith(("SELECT", "UPDATE")) and "LIMIT" in statement
             and "ORDER BY" in statement and "HostVO" in statement)
 
 

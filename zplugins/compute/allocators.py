@@ -153,19 +153,23 @@ def reserve(session: Session, host_uuid: str, cpu: int, memory: int) -> bool:
     there first, so capacity never goes below zero.
     """
     lock_for_update(session, HostVO, host_uuid)
+    result = cast(CursorResult[Any], session.execute(
+        _reservation(host_uuid, cpu, memory).execution_options(synchronize_session=False)))
+    return result.rowcount == 1
+
+
+def _reservation(host: Any, cpu: int, memory: int) -> Any:
+    """The ``UPDATE`` that takes ``cpu`` and ``memory`` from ``host`` (a uuid, or a scalar
+    subquery giving one) if it still has them and takes new VMs."""
     # The host by its primary key, then the checks. As plain conditions they match the
     # allocation indexes too, and PostgreSQL, while HostVO has no statistics yet (just
     # filled), may take one and read it from one end (20-160 ms at 100,000 hosts).
     still_fits = and_(HostVO.availableCpuCapacity >= cpu,
                       HostVO.availableMemoryCapacity >= memory, HostVO.state == ENABLED,
                       HostVO.status == CONNECTED).is_(true())
-    result = cast(CursorResult[Any], session.execute(
-        update(HostVO)
-        .where(HostVO.uuid == host_uuid, still_fits)
-        .values(availableCpuCapacity=HostVO.availableCpuCapacity - cpu,
-                availableMemoryCapacity=HostVO.availableMemoryCapacity - memory)
-        .execution_options(synchronize_session=False)))
-    return result.rowcount == 1
+    return (update(HostVO).where(HostVO.uuid == host, still_fits)
+            .values(availableCpuCapacity=HostVO.availableCpuCapacity - cpu,
+                    availableMemoryCapacity=HostVO.availableMemoryCapacity - memory))
 
 
 def give_back(session: Session, host_uuid: str, cpu: int, memory: int) -> None:
@@ -268,6 +272,10 @@ class HostAllocatorStrategy(ABC):
         Raises ``HOST_ALLOCATION.1001`` when no host fits (or every fitting host was
         taken meanwhile), saying which filter left no host.
         """
+        if type(self).candidates is HostAllocatorStrategy.candidates:
+            best = self._reserve_best(session, request)
+            if best is not None:
+                return best
         tried: list[str] = []
         while True:
             found = self.candidates(session, request, exclude=tried,
@@ -278,6 +286,22 @@ class HostAllocatorStrategy(ABC):
                 if reserve(session, host.uuid, request.cpuNum, request.memorySize):
                     return host
                 tried.append(host.uuid)
+
+
+    def _reserve_best(self, session: Session, request: HostRequest) -> HostVO | None:
+        """The best candidate reserved in one statement where the database says which row
+        an ``UPDATE`` changed (PostgreSQL, SQLite): ``UPDATE HostVO ... WHERE uuid = (the
+        first candidate) AND it still fits RETURNING``; that host. ``None`` when none fits,
+        it was taken meanwhile, or on MariaDB and MySQL: then the candidates are read and
+        reserved one by one."""
+        if not session.get_bind().dialect.update_returning:
+            return None
+        best = (select(HostVO.uuid).where(*_checked_per_host(self.filters(request)))
+                .order_by(*self.order_by(request)).limit(1)
+                .correlate(None).scalar_subquery())
+        return session.scalars(
+            _reservation(best, request.cpuNum, request.memorySize).returning(HostVO),
+            execution_options={"synchronize_session": False}).first()
 
 
 def _checked_per_host(conditions: Sequence[Any]) -> list[Any]:
