@@ -1588,8 +1588,9 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
         if backend in ("mysql", "mariadb"):
             options["isolation_level"] = "READ COMMITTED"
         try:
-            engine = create_engine(parsed, **options)
+            engine = create_engine(parsed, **{**options, "pool_reset_on_return": None})
             _send_together_on(engine)
+            _roll_back_unless_ended(engine)
             # Reads (Database.read), in autocommit mode: no transaction is ever left open
             # on these connections, so none is rolled back when they return to the pool.
             read_engine = create_engine(parsed, **{
@@ -1602,6 +1603,50 @@ def create_database(url: str, *, threads: int | None = None, echo: bool = False)
                 "postgresql+psycopg, pymysql for mysql+pymysql, mysqlclient for "
                 "mysql+mysqldb)") from exc
     return Database(engine, threads=threads, read_engine=read_engine)
+
+
+#: Key in a pooled connection's ``info``: False once SQLAlchemy ended its transaction.
+_MAY_BE_IN_TRANSACTION = "zcore_may_be_in_transaction"
+
+
+def _roll_back_unless_ended(engine: Engine) -> None:
+    """A connection going back to ``engine``'s pool is rolled back unless its transaction
+    was committed or rolled back and nothing began since; the pool's own reset, off on
+    this engine (``pool_reset_on_return=None``), rolls back every time.
+
+    The single writer hands its connection back after each group it commits: on MariaDB
+    and MySQL that ``ROLLBACK`` is one more round trip (psycopg skips it by itself). A
+    connection checked out by any other means (``raw_connection``) counts as in a
+    transaction.
+    """
+    def maybe_in_transaction(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        record.info[_MAY_BE_IN_TRANSACTION] = True
+
+    def began(connection: Connection) -> None:
+        connection.connection.info[_MAY_BE_IN_TRANSACTION] = True
+
+    def ended_by(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def end_then_mark(connection: Any) -> None:  # the pool's proxy
+            end(connection)  # a failed COMMIT leaves the transaction to the pool's reset
+            try:
+                connection.info[_MAY_BE_IN_TRANSACTION] = False
+            except NotImplementedError:  # first connect's ad hoc proxy: not pooled yet
+                pass
+        return end_then_mark
+
+    def reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.terminate_only:
+            return
+        if record is None or record.info.get(_MAY_BE_IN_TRANSACTION, True):
+            dbapi_connection.rollback()
+
+    # The dialect is this engine's own (see _send_together_on).
+    dialect: Any = engine.dialect
+    dialect.do_commit = ended_by(dialect.do_commit)
+    dialect.do_rollback = ended_by(dialect.do_rollback)
+    event.listen(engine, "checkout", maybe_in_transaction)
+    event.listen(engine, "begin", began)
+    event.listen(engine, "reset", reset)
 
 
 def _configure_sqlite(engine: Engine, *, wal: bool, read_only: bool = False) -> None:

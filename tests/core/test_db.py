@@ -1020,6 +1020,35 @@ async def test_a_row_lock_holds_until_the_transaction_ends(
         other.dispose()
 
 
+async def test_a_connection_back_in_the_pool_is_rolled_back_only_when_needed(
+        database: Database, database_backend: str) -> None:
+    if database_backend == "sqlite":
+        pytest.skip("the servers' writer engine")
+    uuid = new_uuid()
+    raw = database.engine.raw_connection()  # used outside SQLAlchemy: left in a transaction
+    cursor = raw.cursor()
+    if database_backend == "postgresql":
+        cursor.execute("BEGIN")  # the writer's psycopg connections are in autocommit mode
+    insert = sa.insert(table_of(ResourceVO)).values(
+        uuid=uuid, resourceType="ZTestThingVO", createDate=datetime(2026, 12, 7, tzinfo=UTC))
+    cursor.execute(str(insert.compile(dialect=database.engine.dialect,
+                                      compile_kwargs={"literal_binds": True})))
+    cursor.close()
+    raw.close()  # back to the pool: rolled back
+    assert await database.run(lambda s: s.get(ResourceVO, uuid)) is None
+
+    if database_backend == "mariadb":  # psycopg skips a ROLLBACK with nothing to end
+        def rollbacks(session: Session) -> int:
+            return int(session.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'"))
+                       .one()[1])
+
+        before = await database.run(rollbacks)
+        for _ in range(3):
+            await database.run(lambda s: s.connection().execute(
+                sa.insert(table_of(ResourceVO)), _resource_row(new_uuid())))
+        assert await database.run(rollbacks) == before  # committed: nothing to roll back
+
+
 async def test_writes_are_seen_by_others_only_once_committed(database: Database) -> None:
     # On PostgreSQL the BEGIN goes with a transaction's first statement: it still begins.
     resources = table_of(ResourceVO)
