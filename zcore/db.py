@@ -712,15 +712,7 @@ def _commit_with_held(do_commit: Callable[[Any], None], driver: str) -> Callable
         statements = list(held) if checked else [*held, "COMMIT"]
         held.clear()
         _together.carried = False
-        cursor = _client_cursor(raw) if driver == "psycopg" else raw.cursor()
-        try:
-            cursor.execute(";\n".join(statements))
-            _read_results(cursor, statements, [0])
-            while cursor.nextset():
-                pass
-        finally:
-            if driver != "psycopg":
-                cursor.close()
+        _run_all(raw, driver, statements)  # its errors SQLAlchemy wraps as the commit's
         if checked:
             do_commit(connection)
     return commit
@@ -742,22 +734,29 @@ def _send_held(connection: Connection, held: list[str]) -> None:
     first error raises as SQLAlchemy's."""
     raw: Any = connection.connection.dbapi_connection
     dialect = connection.dialect
-    cursor = _client_cursor(raw) if dialect.driver == "psycopg" else raw.cursor()
-    query = ";\n".join(held)
     try:
-        cursor.execute(query)
-        _read_results(cursor, held, [0])
-        while cursor.nextset():
-            pass
+        _run_all(raw, dialect.driver, held)
     except dialect.loaded_dbapi.Error as exc:
-        invalidated = dialect.is_disconnect(exc, raw, cursor)
+        invalidated = dialect.is_disconnect(exc, raw, None)
+        query = ";\n".join(held)
         error = DBAPIError.instance(query, None, exc, dialect.loaded_dbapi.Error,
                                     connection_invalidated=invalidated, dialect=dialect)
         if invalidated:
             connection.invalidate(error)
         raise error from exc
+
+
+def _run_all(raw: Any, driver: str, statements: list[str]) -> None:
+    """``statements`` as one query on the DBAPI connection ``raw``, every result read
+    (MySQL sends one each) and each checked write's row count checked."""
+    cursor = _client_cursor(raw) if driver == "psycopg" else raw.cursor()
+    try:
+        cursor.execute(";\n".join(statements))
+        _read_results(cursor, statements, [0])
+        while cursor.nextset():
+            pass
     finally:
-        if dialect.driver != "psycopg":
+        if driver != "psycopg":
             cursor.close()
 
 

@@ -707,6 +707,17 @@ async def test_insert_unless_taken_says_taken_and_the_transaction_goes_on(
 
 # --------------------------------------------------------------------------- sent_together
 
+def _resource_row(uuid: str, name: str = "r") -> dict[str, object]:
+    return {"uuid": uuid, "resourceName": name, "resourceType": "ZTestThingVO",
+            "createDate": datetime.now(UTC)}
+
+
+def _tag_row(resource_uuid: str, tag: str) -> dict[str, object]:
+    now = datetime.now(UTC)
+    return {"uuid": new_uuid(), "resourceUuid": resource_uuid, "resourceType": "ZTestThingVO",
+            "tag": tag, "createDate": now, "lastOpDate": now}
+
+
 _TRICKY_NAME = "it's \"quoted\"; DROP TABLE ResourceVO; -- \\ % %s ü"
 
 
@@ -740,16 +751,12 @@ async def test_sent_together_writes_in_order_with_values_intact(database: Databa
 async def test_sent_together_failure_raises_and_keeps_nothing(database: Database) -> None:
     resources, tags = table_of(ResourceVO), table_of(UserTagVO)
     uuid = new_uuid()
-    now = datetime.now(UTC)
 
     def write(session: Session) -> None:
         with sent_together(session) as connection:
-            connection.execute(sa.insert(resources), {
-                "uuid": uuid, "resourceName": "kept?", "resourceType": "ZTestThingVO",
-                "createDate": now})
-            connection.execute(sa.insert(tags), {  # no such resource: refused
-                "uuid": new_uuid(), "resourceUuid": new_uuid(), "resourceType": "ZTestThingVO",
-                "tag": "t", "createDate": now, "lastOpDate": now})
+            connection.execute(sa.insert(resources), _resource_row(uuid, "kept?"))
+            # No such resource: refused.
+            connection.execute(sa.insert(tags), _tag_row(new_uuid(), "t"))
 
     with pytest.raises(IntegrityError):
         await database.run(write)
@@ -760,18 +767,13 @@ async def test_sent_together_failure_raises_and_keeps_nothing(database: Database
 async def test_sent_together_goes_before_a_later_statement(database: Database) -> None:
     resources, tags = table_of(ResourceVO), table_of(UserTagVO)
     uuid = new_uuid()
-    now = datetime.now(UTC)
 
     def write(session: Session) -> int:
         with sent_together(session) as connection:
-            connection.execute(sa.insert(resources), {
-                "uuid": uuid, "resourceName": "a", "resourceType": "ZTestThingVO",
-                "createDate": now})
+            connection.execute(sa.insert(resources), _resource_row(uuid, "a"))
             # Several rows at once (executemany), whose parent is the held row: it goes
             # first, or they would be refused.
-            connection.execute(sa.insert(tags), [
-                {"uuid": new_uuid(), "resourceUuid": uuid, "resourceType": "ZTestThingVO",
-                 "tag": f"t{i}", "createDate": now, "lastOpDate": now} for i in range(2)])
+            connection.execute(sa.insert(tags), [_tag_row(uuid, f"t{i}") for i in range(2)])
         # After the block, a read sees every row written in it.
         return count(session, ResourceVO) + count(session, UserTagVO)
 
@@ -782,35 +784,19 @@ async def test_sent_together_read_and_claim_see_the_writes_before_them(
         database: Database) -> None:
     resources = table_of(ResourceVO)
     first, second = new_uuid(), new_uuid()
-    now = datetime.now(UTC)
-
-    def resource(uuid: str) -> dict[str, object]:
-        return {"uuid": uuid, "resourceName": "r", "resourceType": "ZTestThingVO",
-                "createDate": now}
 
     def write(session: Session) -> tuple[int, bool, bool]:
         with sent_together(session) as connection:
-            connection.execute(sa.insert(resources), resource(first))
+            connection.execute(sa.insert(resources), _resource_row(first))
             seen = count(session, ResourceVO)  # a read goes after the held write
-            connection.execute(sa.insert(resources), resource(second))
+            connection.execute(sa.insert(resources), _resource_row(second))
             # A claim of a key taken by a held write: taken, and the transaction goes on.
-            again = insert_unless_taken(session, resources, resource(second))
-            other = insert_unless_taken(session, resources, resource(new_uuid()))
+            again = insert_unless_taken(session, resources, _resource_row(second))
+            other = insert_unless_taken(session, resources, _resource_row(new_uuid()))
         return seen, again, other
 
     assert await database.run(write) == (1, False, True)
     assert await database.run(lambda s: count(s, ResourceVO)) == 3
-
-
-def _resource_row(uuid: str, name: str = "r") -> dict[str, object]:
-    return {"uuid": uuid, "resourceName": name, "resourceType": "ZTestThingVO",
-            "createDate": datetime.now(UTC)}
-
-
-def _tag_row(resource_uuid: str, tag: str) -> dict[str, object]:
-    now = datetime.now(UTC)
-    return {"uuid": new_uuid(), "resourceUuid": resource_uuid, "resourceType": "ZTestThingVO",
-            "tag": tag, "createDate": now, "lastOpDate": now}
 
 
 async def test_a_group_keeps_what_blocks_held_back_until_a_later_statement_or_commit(
