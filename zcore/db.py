@@ -95,6 +95,7 @@ __all__ = [
     "check_new_uuid",
     "create_database",
     "delete_resource",
+    "insert_checked",
     "insert_unless_taken",
     "is_uuid",
     "new_uuid",
@@ -462,6 +463,36 @@ def insert_unless_taken(session: Session, table: Table, values: dict[str, Any]) 
     return connection.execute(stmt, values).first() is not None
 
 
+_INSERT_CHECKED: dict[tuple[str, Table], Any] = {}
+
+
+def insert_checked(session: Session, table: Table, values: dict[str, Any],
+                   error: Callable[[], Exception]) -> None:
+    """Insert one row into ``table``; when a unique key of it is already taken, nothing is
+    inserted and ``error()`` raises: :func:`insert_unless_taken` for a caller that need not
+    know at once, whose round trip is then saved.
+
+    On PostgreSQL the ``INSERT ... ON CONFLICT DO NOTHING`` is a :func:`write_checked`
+    statement: inside a :func:`sent_together` block it is held back with the block's other
+    writes and its row count is checked once it was sent, so ``error()`` may raise when the
+    block ends, or (in the single writer's group) with a later statement of another
+    function, which makes the group run again with each function on its own. A caller that
+    draws another value and tries again catches ``error()``'s exception around the whole
+    block. Elsewhere the row goes in at once and ``error()`` raises there.
+    """
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        if not insert_unless_taken(session, table, values):
+            raise error()
+        return
+    stmt = _INSERT_CHECKED.get((dialect, table))
+    if stmt is None:
+        module = postgresql_dialect if dialect == "postgresql" else sqlite_dialect
+        stmt = _INSERT_CHECKED[(dialect, table)] = module.insert(table).on_conflict_do_nothing()
+    write_checked(session, stmt, values, error)
+
+
 class _Holding(threading.local):
     """What this thread holds back on one DBAPI connection (a transaction function runs in
     one thread, its statements too): the writes of a :func:`sent_together` block, and in
@@ -557,7 +588,8 @@ def sent_together(session: Session) -> Iterator[Connection]:
 def write_checked(session: Session, statement: Executable, values: dict[str, Any],
                   error: Callable[[], Exception]) -> None:
     """Run a Core ``UPDATE`` or ``DELETE`` that must change at least one row (its target
-    may have gone meanwhile): else ``error()`` raises.
+    may have gone meanwhile): else ``error()`` raises. (Or an ``INSERT`` that may insert
+    nothing: :func:`insert_checked`.)
 
     Inside a :func:`sent_together` block on a server it is held back like the block's
     other writes, and its row count is checked once it was sent: when the block ends, or

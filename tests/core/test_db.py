@@ -29,6 +29,7 @@ from zcore.db import (
     add_resource,
     create_database,
     delete_resource,
+    insert_checked,
     insert_unless_taken,
     is_uuid,
     lock_for_update,
@@ -972,6 +973,60 @@ async def test_a_checked_write_last_in_a_group_is_checked_before_the_commit(
     assert isinstance(outcomes[4], ZError) and f"{missing} is gone" in str(outcomes[4])
     assert await database.run(lambda s: set(s.scalars(select(ResourceVO.uuid)))) == \
         set(uuids[:4])
+
+
+class _Taken(Exception):
+    pass
+
+
+async def test_an_insert_checked_that_finds_its_key_taken_lets_its_function_draw_again(
+        database: Database) -> None:
+    # Each function claims the first uuid of its draws that is free. On a server the claim
+    # is checked once sent: at the block's end, or with a later function's statement in
+    # the writer's group, which then runs again with each function on its own.
+    resources, tags = table_of(ResourceVO), table_of(UserTagVO)
+    taken = [new_uuid() for _ in range(3)]
+
+    def setup(session: Session) -> None:
+        session.connection().execute(sa.insert(resources), [_resource_row(u) for u in taken])
+
+    await database.run(setup)
+    fresh = [new_uuid() for _ in range(4)]
+    draws = [[taken[0], fresh[0]], [fresh[1]], [taken[1], taken[2], fresh[2]], [fresh[3]]]
+
+    def claim(session: Session, mine: list[str]) -> str:
+        tag = new_uuid()
+        for attempt, uuid in enumerate(mine):
+            try:
+                with sent_together(session) as connection:
+                    if attempt == 0:  # a write that goes in once, whatever the claims
+                        connection.execute(sa.insert(tags), {
+                            **_tag_row(taken[0], "claims"), "uuid": tag})
+                    insert_checked(session, resources, _resource_row(uuid, "claimed"), _Taken)
+            except _Taken:
+                continue
+            return uuid
+        raise AssertionError(f"every draw of {mine} was taken")
+
+    def careful(session: Session) -> str:
+        try:
+            count(session, ResourceVO)
+        except _Taken:
+            return "caught another's error"
+        return "counted"
+
+    calls = [database.run(claim, draws[0]), database.run(claim, draws[1]),
+             database.run(careful), database.run(claim, draws[2]),
+             database.run(claim, draws[3])]
+    outcomes = await asyncio.gather(*calls)
+    assert outcomes == [fresh[0], fresh[1], "counted", fresh[2], fresh[3]]
+
+    def claimed(session: Session) -> set[str]:
+        return set(session.scalars(select(ResourceVO.uuid).where(
+            ResourceVO.resourceName == "claimed")))
+
+    assert await database.run(claimed) == set(fresh)
+    assert await database.run(lambda s: count(s, UserTagVO)) == 4  # one each
 
 
 async def test_a_row_lock_holds_until_the_transaction_ends(

@@ -26,7 +26,7 @@ from zcore.db import (
     Base,
     ResourceVO,
     add_resource_row,
-    insert_unless_taken,
+    insert_checked,
     new_uuid,
     sent_together,
     table_of,
@@ -198,23 +198,32 @@ def _insert_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
         owner = connection.execute(_OWNER, {"uuid": vm_uuid}).scalar()
     uuid, now = new_uuid(), utcnow()
     internal_name = f"vnic{vm_uuid[:8]}.{device_id}"
-    # The ResourceVO row goes to the server with the first claim of a MAC.
-    with sent_together(session):
-        add_resource_row(session, uuid, "VmNicVO", name=None, owner_account_uuid=owner,
-                         create_date=now)
-        for _ in range(16):
-            mac = random_mac()
-            if insert_unless_taken(session, _NICS, {
-                    "uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
-                    "mac": mac, "deviceId": device_id, "internalName": internal_name,
-                    "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}):
-                return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
+    values = {"uuid": uuid, "vmInstanceUuid": vm_uuid, "l3NetworkUuid": l3_uuid,
+              "deviceId": device_id, "internalName": internal_name,
+              "hypervisorType": hypervisor_type, "createDate": now, "lastOpDate": now}
+    for attempt in range(16):
+        mac = random_mac()
+        try:
+            # The NIC's claim of a MAC is checked once sent: with the ResourceVO row and the
+            # function's later writes, in one round trip.
+            with sent_together(session):
+                if attempt == 0:
+                    add_resource_row(session, uuid, "VmNicVO", name=None,
+                                     owner_account_uuid=owner, create_date=now)
+                insert_checked(session, _NICS, {**values, "mac": mac}, _MacTaken)
+        except _MacTaken:
             # A MAC collision (another NIC has it): try another. A duplicate device id
             # would collide every time, which the loop ends with the error below; the
             # transaction then rolls back the NIC's ResourceVO row with the rest.
+            continue
+        return _NicRow(uuid, l3_uuid, mac, device_id, internal_name)
     raise ZError(INVALID_ARGUMENT, "cannot create the NIC",
                  f"no unique MAC / device id {device_id} for a NIC of VM {vm_uuid} on L3 "
                  f"network {l3_uuid} after 16 attempts")
+
+
+class _MacTaken(Exception):
+    """The MAC (or device id) a NIC was to have is another NIC's."""
 
 
 def make_nic(session: Session, vm_uuid: str, l3_uuid: str, device_id: int,
