@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from zcore import hookimpl
-from zcore.db import ResourceVO
+from zcore.db import ResourceVO, new_uuid
 from zcore.errors import ZError
 from zcore.testing.env import Environment
 from zplugins.network import nic_steps
@@ -253,3 +253,32 @@ async def test_a_device_id_the_vm_has_already_leaves_no_nic_behind(
         await env.node.db.run(second_nic_0)
     assert "no unique MAC / device id 0" in err.value.details
     assert await nic_rows(env) == before
+
+
+async def test_vm_inventories_list_each_nics_used_ips_by_address(vm_cloud: Environment) -> None:
+    # One query reads the NICs of a page of VMs with their addresses: a NIC with two, a
+    # NIC with none, and each VM's NICs by device id.
+    env = vm_cloud
+    first, second = await create_vm(env, "vm1"), await create_vm(env, "vm2")
+    two, none = first["vmNics"][1], second["vmNics"][0]
+
+    def change(session: Any) -> None:
+        used = session.scalars(select(UsedIpVO).where(UsedIpVO.vmNicUuid == two["uuid"])).one()
+        session.add(UsedIpVO(uuid=new_uuid(), ipRangeUuid=used.ipRangeUuid,
+                             l3NetworkUuid=used.l3NetworkUuid, ip="10.1.0.5", ipInLong=int(
+                                 IPv4Address("10.1.0.5")), ipVersion=4, gateway=used.gateway,
+                             netmask=used.netmask, usedFor="Vm", vmNicUuid=two["uuid"]))
+        session.query(UsedIpVO).filter(UsedIpVO.vmNicUuid == none["uuid"]).delete()
+
+    await env.node.db.run(change)
+    found = {vm["name"]: vm for vm in (await env.client.call(
+        "QueryVmInstance", q=[f"uuid?={first['uuid']},{second['uuid']}"]))["inventories"]}
+    assert [[n["uuid"] for n in found[v["name"]]["vmNics"]] for v in (first, second)] == \
+        [[n["uuid"] for n in v["vmNics"]] for v in (first, second)]
+    nics = found["vm1"]["vmNics"]
+    assert [u["ip"] for u in nics[1]["usedIps"]] == ["10.1.0.5", two["ip"]]
+    assert all(u["vmNicUuid"] == two["uuid"] for u in nics[1]["usedIps"])
+    assert [u["ip"] for u in nics[0]["usedIps"]] == [first["vmNics"][0]["ip"]]
+    assert found["vm2"]["vmNics"][0]["usedIps"] == []
+    assert [u["ip"] for u in found["vm2"]["vmNics"][1]["usedIps"]] == \
+        [second["vmNics"][1]["ip"]]
