@@ -3,6 +3,7 @@ network service backends, through REST on simulator hosts."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address
 from typing import Any
@@ -15,7 +16,7 @@ from zcore.db import ResourceVO, new_uuid
 from zcore.errors import ZError
 from zcore.testing.env import Environment
 from zplugins.network import nic_steps
-from zplugins.network.models import UsedIpVO, VmNicVO
+from zplugins.network.models import IpRangeVO, UsedIpVO, VmNicVO
 from zplugins.network.public import (
     register_network_service_backend,
     register_network_service_provider,
@@ -282,3 +283,28 @@ async def test_vm_inventories_list_each_nics_used_ips_by_address(vm_cloud: Envir
     assert found["vm2"]["vmNics"][0]["usedIps"] == []
     assert [u["ip"] for u in found["vm2"]["vmNics"][1]["usedIps"]] == \
         [second["vmNics"][1]["ip"]]
+
+
+async def test_an_ip_range_deleted_after_planning_is_read_again(
+        vm_cloud: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    # allocate-ips picks from the ranges plan-networks read. A claim in a range deleted
+    # since has no parent row: the allocation runs again with the ranges read anew.
+    env = vm_cloud
+    usable = nic_steps._usable_l3
+
+    def gone(session: Any, l3_uuid: str, zone: str | None) -> Any:
+        l3, ranges = usable(session, l3_uuid, zone)
+        return l3, tuple(dataclasses.replace(r, uuid=new_uuid()) for r in ranges)
+
+    monkeypatch.setattr(nic_steps, "_usable_l3", gone)
+    vm = await create_vm(env, "vm1")
+    nics = vm["vmNics"]
+    assert in_range(nics[0]["ip"], "10.0.0.10", "10.0.0.250")
+    assert in_range(nics[1]["ip"], "10.1.0.10", "10.1.0.250")
+
+    def ranges_of_used(session: Any) -> set[str | None]:
+        return set(session.scalars(select(IpRangeVO.l3NetworkUuid).join(
+            UsedIpVO, UsedIpVO.ipRangeUuid == IpRangeVO.uuid)))
+
+    assert await env.node.db.run(ranges_of_used) == {env.uuid("l3a"), env.uuid("l3b")}
+    assert await nic_rows(env) == {"nics": 2, "used_ips": 2, "nic_resources": 2}

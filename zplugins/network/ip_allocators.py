@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -246,9 +247,13 @@ def strategy_of(node: Node | None, name: str | None) -> IpAllocatorStrategy:
 
 def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
                 strategy: IpAllocatorStrategy, static_ip: str | None = None,
-                used_for: str = "Vm") -> UsedIp:
+                used_for: str = "Vm", ranges: Sequence[Range] | None = None) -> UsedIp:
     """Claim an address of L3 network ``l3_uuid`` (``static_ip`` if given): a new ``UsedIpVO``
     row, whose values are returned.
+
+    ``ranges``: the network's IPv4 ranges as the caller read them before (a round trip
+    saved); when none of them has a free address they are read again, and a claim in one
+    deleted since raises :class:`~sqlalchemy.exc.IntegrityError` (no parent range).
 
     Runs in the caller's transaction; a claim that finds the address taken (a lost race,
     or a guess of the strategy) undoes only itself, and the strategy is asked again.
@@ -262,11 +267,15 @@ def allocate_ip(session: Session, l3_uuid: str, *, vm_nic_uuid: str | None,
                          f"static IP {static_ip} of L3 network {l3_uuid} was just taken by "
                          "another allocation; choose another one")
         return row
-    ranges = ranges_of(session, l3_uuid)
+    planned = bool(ranges)
+    ranges = list(ranges) if ranges else ranges_of(session, l3_uuid)
     exclude: set[int] = set()
     for _ in range(_MAX_CLAIMS):
         found = strategy.pick(session, ranges, frozenset(exclude))
         if found is None:
+            if planned:  # ranges may have been added since
+                planned, ranges = False, ranges_of(session, l3_uuid)
+                continue
             break
         rng, ip = found
         row = _claim(session, rng, ip, vm_nic_uuid, used_for)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zcore import FlowStep
@@ -35,7 +37,7 @@ from zcore.db import (
 from zcore.errors import INVALID_ARGUMENT, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.public import NicTO, get_host
-from zplugins.network.ip_allocators import allocate_ip, check_static_ip, strategy_of
+from zplugins.network.ip_allocators import Range, allocate_ip, check_static_ip, strategy_of
 from zplugins.network.models import (
     IpRangeVO,
     L2NetworkClusterRefVO,
@@ -67,6 +69,10 @@ class L3Plan:
     zoneUuid: str
     isDefault: bool
     staticIp: str | None = None
+    #: The network's IPv4 ranges when it was planned, read outside the allocating
+    #: transaction: allocate-ips picks from them without reading them again, and reads them
+    #: in its transaction when a claim finds its range gone.
+    ranges: tuple[Range, ...] = ()
 
 
 def _host_cluster_column() -> Any:
@@ -86,10 +92,14 @@ def l2_host_condition(l2_uuids: Sequence[str]) -> ColumnElement[bool] | None:
 # Statements built once: building one costs more than running it.
 _NICS, _RESOURCES = table_of(VmNicVO), table_of(ResourceVO)
 _L3S, _L2S = table_of(L3NetworkVO), table_of(L2NetworkVO)
+_RANGES = table_of(IpRangeVO)
+#: An L3 network with each of its IP ranges (one row each; one row with no range).
 _L3_USABLE = select(
     _L3S.c.uuid, _L3S.c.name, _L3S.c.state, _L3S.c.zoneUuid, _L3S.c.l2NetworkUuid,
-    select(IpRangeVO.uuid).where(IpRangeVO.l3NetworkUuid == _L3S.c.uuid).limit(1)
-    .scalar_subquery().label("rangeUuid")).where(_L3S.c.uuid == bindparam("uuid"))
+    _RANGES.c.uuid.label("rangeUuid"), _RANGES.c.ipVersion, _RANGES.c.startIp,
+    _RANGES.c.endIp, _RANGES.c.netmask, _RANGES.c.gateway,
+).select_from(_L3S.outerjoin(_RANGES, _RANGES.c.l3NetworkUuid == _L3S.c.uuid)).where(
+    _L3S.c.uuid == bindparam("uuid"))
 _OWNER = select(_RESOURCES.c.ownerAccountUuid).where(_RESOURCES.c.uuid == bindparam("uuid"))
 _NICS_BY_UUID = select(_NICS.c.uuid, _NICS.c.l3NetworkUuid, _NICS.c.mac, _NICS.c.deviceId,
                        _NICS.c.internalName).where(
@@ -108,7 +118,15 @@ def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> An
     """The L3 network's row (``uuid``, ``name``, ``state``, ``zoneUuid``,
     ``l2NetworkUuid``), refused unless it exists, is Enabled, has an IP range and (if
     ``zone_uuid``) is in that zone."""
-    l3 = session.connection().execute(_L3_USABLE, {"uuid": l3_uuid}).first()
+    return _usable_l3(session, l3_uuid, zone_uuid)[0]
+
+
+def _usable_l3(session: Session, l3_uuid: str,
+               zone_uuid: str | None) -> tuple[Any, tuple[Range, ...]]:
+    """As :func:`check_l3_usable`, with the network's IPv4 ranges by start address: one
+    query."""
+    rows = session.connection().execute(_L3_USABLE, {"uuid": l3_uuid}).all()
+    l3 = rows[0] if rows else None
     if l3 is None:
         raise ZError(INVALID_ARGUMENT, "no such L3 network",
                      f"L3 network {l3_uuid} does not exist")
@@ -120,7 +138,9 @@ def check_l3_usable(session: Session, l3_uuid: str, zone_uuid: str | None) -> An
     if l3.rangeUuid is None:
         raise _l3_error(f"L3 network '{l3.name}' ({l3_uuid}) has no IP range; add one with "
                         "AddIpRange")
-    return l3
+    ranges = (Range(r.rangeUuid, l3.uuid, int(IPv4Address(r.startIp)), int(IPv4Address(r.endIp)),
+                    r.netmask, r.gateway) for r in rows if r.ipVersion == 4)
+    return l3, tuple(sorted(ranges, key=lambda r: r.first))
 
 
 class PlanNetworks(Step):
@@ -148,13 +168,13 @@ class PlanNetworks(Step):
             plans: list[L3Plan] = []
             zone = vm.zoneUuid
             for l3_uuid in l3_uuids:
-                l3 = check_l3_usable(session, l3_uuid, zone)
+                l3, ranges = _usable_l3(session, l3_uuid, zone)
                 zone = zone or l3.zoneUuid  # every L3 network in one zone
                 static = vm.staticIps.get(l3_uuid)
                 if static is not None:
                     check_static_ip(session, l3_uuid, static)
                 plans.append(L3Plan(l3.uuid, l3.l2NetworkUuid, l3.zoneUuid,
-                                    l3.uuid == default, static))
+                                    l3.uuid == default, static, ranges))
             return plans
 
         plans = await ctx.services.db.read(plan)
@@ -313,13 +333,15 @@ class AllocateIps(Step):
         statics: dict[str, str] = dict(getattr(vm, "staticIps", None) or {})
         plans: list[L3Plan] = ctx.get("l3_networks") or []
         default = next((p.uuid for p in plans if p.isDefault), None)
+        planned = {p.uuid: p.ranges for p in plans if p.ranges}
         node = ctx.services
 
         written: list[_NicRow] | None = ctx.get(_NIC_ROWS)
         if written is not None and [n.uuid for n in written] != nic_uuids:
             written = None  # another step changed the NICs meanwhile: read them
 
-        def allocate(session: Session) -> list[_AddressedNic]:
+        def allocate(session: Session, ranges: dict[str, tuple[Range, ...]]
+                     ) -> list[_AddressedNic]:
             connection = session.connection()
             nics: Sequence[Any] = written if written is not None else \
                 connection.execute(_NICS_BY_UUID, {"uuids": nic_uuids}).all()
@@ -327,7 +349,8 @@ class AllocateIps(Step):
             addressed = []
             for nic in nics:
                 used = allocate_ip(session, nic.l3NetworkUuid, vm_nic_uuid=nic.uuid,
-                                   strategy=strategy, static_ip=statics.get(nic.l3NetworkUuid))
+                                   strategy=strategy, static_ip=statics.get(nic.l3NetworkUuid),
+                                   ranges=ranges.get(nic.l3NetworkUuid))
                 with sent_together(session):  # with the next NIC's claim, or later
                     connection.execute(_SET_NIC_IP, {
                         "nic_uuid": nic.uuid, "ip": used.ip, "netmask": used.netmask,
@@ -337,7 +360,14 @@ class AllocateIps(Step):
                                                used.netmask, used.gateway))
             return addressed
 
-        addressed = await node.db.run(allocate)
+        try:
+            addressed = await node.db.run(allocate, planned)
+        except IntegrityError:
+            if not planned:
+                raise
+            # A planned range was deleted meanwhile (its address's row had no parent):
+            # again, with the ranges read in the allocating transaction.
+            addressed = await node.db.run(allocate, {})
         # The bridges are read beside the single writer, not by it.
         ctx["nics"] = await node.db.read(nic_tos, addressed, default)
 
