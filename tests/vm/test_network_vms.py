@@ -308,3 +308,16 @@ async def test_an_ip_range_deleted_after_planning_is_read_again(
 
     assert await env.node.db.run(ranges_of_used) == {env.uuid("l3a"), env.uuid("l3b")}
     assert await nic_rows(env) == {"nics": 2, "used_ips": 2, "nic_resources": 2}
+
+
+async def test_a_vm_needs_its_image_on_an_enabled_backup_storage(vm_cloud: Environment) -> None:
+    # The image and its usable copies are read in one query: a disabled backup storage
+    # holds no usable copy.
+    env = vm_cloud
+    bs = env.uuid("bs1")
+    await env.client.call("ChangeBackupStorageState", uuid=bs, stateEvent="disable")
+    with pytest.raises(ZError, match="on no Enabled, Connected backup storage"):
+        await create_vm(env, "vm1")
+    await env.client.call("ChangeBackupStorageState", uuid=bs, stateEvent="enable")
+    vm = await create_vm(env, "vm1")
+    assert vm["state"] == "Running" and vm["imageUuid"] == env.uuid("image1")

@@ -90,21 +90,33 @@ def _hosts() -> Any:
 
 
 # Statements built once: building one costs more than running it.
-_IMAGE = select(
-    ImageVO.uuid, ImageVO.name, ImageVO.state, ImageVO.status, ImageVO.mediaType,
-    ImageVO.size, ImageVO.actualSize, ImageVO.format, ImageVO.platform, ImageVO.guestOsType,
-    ImageVO.architecture).where(ImageVO.uuid == bindparam("uuid"))
-_IMAGE_ON_BACKUP_STORAGE = (
-    select(ImageBackupStorageRefVO.backupStorageUuid, ImageBackupStorageRefVO.installPath,
-           BackupStorageZoneRefVO.zoneUuid)
-    .join(BackupStorageVO, BackupStorageVO.uuid == ImageBackupStorageRefVO.backupStorageUuid)
-    .join(BackupStorageZoneRefVO, BackupStorageZoneRefVO.backupStorageUuid == BackupStorageVO.uuid)
-    .where(ImageBackupStorageRefVO.imageUuid == bindparam("uuid"),
-           ImageBackupStorageRefVO.status == "Ready",
-           BackupStorageVO.state == "Enabled", BackupStorageVO.status == "Connected")
-    .order_by(BackupStorageVO.availableCapacity.desc()))
-_IMAGE_ON_BACKUP_STORAGE_IN_ZONE = _IMAGE_ON_BACKUP_STORAGE.where(
-    BackupStorageZoneRefVO.zoneUuid == bindparam("zone"))
+def _image_with_copies(in_zone: bool) -> Any:
+    """An image with each Ready copy on an Enabled, Connected backup storage and each zone
+    that storage is attached to (``zone``: in that zone only), most free space first; one
+    row without a copy when there is none: one query."""
+    copies = (
+        select(ImageBackupStorageRefVO.imageUuid, ImageBackupStorageRefVO.backupStorageUuid,
+               ImageBackupStorageRefVO.installPath, BackupStorageZoneRefVO.zoneUuid,
+               BackupStorageVO.availableCapacity)
+        .join(BackupStorageVO, BackupStorageVO.uuid == ImageBackupStorageRefVO.backupStorageUuid)
+        .join(BackupStorageZoneRefVO,
+              BackupStorageZoneRefVO.backupStorageUuid == BackupStorageVO.uuid)
+        .where(ImageBackupStorageRefVO.status == "Ready", BackupStorageVO.state == "Enabled",
+               BackupStorageVO.status == "Connected"))
+    if in_zone:
+        copies = copies.where(BackupStorageZoneRefVO.zoneUuid == bindparam("zone"))
+    found = copies.subquery()
+    return (select(ImageVO.uuid, ImageVO.name, ImageVO.state, ImageVO.status,
+                   ImageVO.mediaType, ImageVO.size, ImageVO.actualSize, ImageVO.format,
+                   ImageVO.platform, ImageVO.guestOsType, ImageVO.architecture,
+                   found.c.backupStorageUuid, found.c.installPath, found.c.zoneUuid)
+            .outerjoin(found, found.c.imageUuid == ImageVO.uuid)
+            .where(ImageVO.uuid == bindparam("uuid"))
+            .order_by(found.c.availableCapacity.desc()))
+
+
+_IMAGE_WITH_COPIES = _image_with_copies(in_zone=False)
+_IMAGE_WITH_COPIES_IN_ZONE = _image_with_copies(in_zone=True)
 _VOLUMES, _VMS = table_of(VolumeVO), table("VmInstanceVO")
 _INSERT_VOLUME = insert(_VOLUMES)
 _SET_ROOT_VOLUME = update(_VMS).where(_VMS.c.uuid == bindparam("vm_uuid"))
@@ -116,7 +128,12 @@ _SET_VOLUME_READY = update(_VOLUMES).where(_VOLUMES.c.uuid == bindparam("volume_
 def select_image(session: Session, vm: VmSpec) -> tuple[ImageTO, list[str]]:
     """The VM's image, a Ready backup storage holding it, and the zones where one is."""
     connection = session.connection()
-    image = connection.execute(_IMAGE, {"uuid": vm.imageUuid}).first()
+    if vm.zoneUuid is None:
+        rows = connection.execute(_IMAGE_WITH_COPIES, {"uuid": vm.imageUuid}).all()
+    else:
+        rows = connection.execute(_IMAGE_WITH_COPIES_IN_ZONE,
+                                  {"uuid": vm.imageUuid, "zone": vm.zoneUuid}).all()
+    image = rows[0] if rows else None
     if image is None:
         raise ZError(INVALID_ARGUMENT, "invalid argument",
                      f"image {vm.imageUuid} of VM '{vm.name}' does not exist (any more)")
@@ -129,11 +146,7 @@ def select_image(session: Session, vm: VmSpec) -> tuple[ImageTO, list[str]]:
         raise ZError(INVALID_ARGUMENT, "image not usable",
                      f"image '{image.name}' ({image.uuid}) is a {image.mediaType}; only "
                      "RootVolumeTemplate images can make a root volume")
-    if vm.zoneUuid is None:
-        found = connection.execute(_IMAGE_ON_BACKUP_STORAGE, {"uuid": image.uuid}).all()
-    else:
-        found = connection.execute(_IMAGE_ON_BACKUP_STORAGE_IN_ZONE,
-                                   {"uuid": image.uuid, "zone": vm.zoneUuid}).all()
+    found = [row for row in rows if row.backupStorageUuid is not None]
     if not found:
         where = f"zone {vm.zoneUuid}" if vm.zoneUuid else "any zone"
         raise ZError(BS_ALLOCATION_FAILED, "no backup storage holds the image",
