@@ -21,6 +21,7 @@ from zplugins.network.public import (
     register_network_service_backend,
     register_network_service_provider,
 )
+from zplugins.simulator.hypervisor import SimulatorHypervisor
 
 MakeEnv = Callable[..., Awaitable[Environment]]
 
@@ -321,3 +322,19 @@ async def test_a_vm_needs_its_image_on_an_enabled_backup_storage(vm_cloud: Envir
     await env.client.call("ChangeBackupStorageState", uuid=bs, stateEvent="enable")
     vm = await create_vm(env, "vm1")
     assert vm["state"] == "Running" and vm["imageUuid"] == env.uuid("image1")
+
+
+async def test_the_host_starts_each_nic_on_its_l2_networks_bridge(
+        vm_cloud: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bridges come from plan-networks' read of the L3 networks.
+    env = vm_cloud
+    started: list[list[tuple[str, str | None]]] = []
+    start = SimulatorHypervisor.start_vm
+
+    async def recording(self: Any, node: Any, host: Any, vm: Any) -> None:
+        started.append([(n.l3NetworkUuid, n.bridgeName) for n in vm.nics])
+        await start(self, node, host, vm)
+
+    monkeypatch.setattr(SimulatorHypervisor, "start_vm", recording)
+    await create_vm(env, "vm1", l3NetworkUuids=[env.uuid("l3b"), env.uuid("l3a")])
+    assert started == [[(env.uuid("l3b"), "br_eth1"), (env.uuid("l3a"), "br_eth0")]]

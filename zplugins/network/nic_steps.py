@@ -73,6 +73,9 @@ class L3Plan:
     #: transaction: allocate-ips picks from them without reading them again, and reads them
     #: in its transaction when a claim finds its range gone.
     ranges: tuple[Range, ...] = ()
+    #: The Linux bridge of the network's L2 network on its hosts (L2 networks keep their
+    #: interface and VLAN): allocate-ips need not read it.
+    bridgeName: str | None = None
 
 
 def _host_cluster_column() -> Any:
@@ -96,10 +99,11 @@ _RANGES = table_of(IpRangeVO)
 #: An L3 network with each of its IP ranges (one row each; one row with no range).
 _L3_USABLE = select(
     _L3S.c.uuid, _L3S.c.name, _L3S.c.state, _L3S.c.zoneUuid, _L3S.c.l2NetworkUuid,
+    _L2S.c.physicalInterface, _L2S.c.virtualNetworkId,
     _RANGES.c.uuid.label("rangeUuid"), _RANGES.c.ipVersion, _RANGES.c.startIp,
     _RANGES.c.endIp, _RANGES.c.netmask, _RANGES.c.gateway,
-).select_from(_L3S.outerjoin(_RANGES, _RANGES.c.l3NetworkUuid == _L3S.c.uuid)).where(
-    _L3S.c.uuid == bindparam("uuid"))
+).select_from(_L3S.join(_L2S, _L2S.c.uuid == _L3S.c.l2NetworkUuid).outerjoin(
+    _RANGES, _RANGES.c.l3NetworkUuid == _L3S.c.uuid)).where(_L3S.c.uuid == bindparam("uuid"))
 _OWNER = select(_RESOURCES.c.ownerAccountUuid).where(_RESOURCES.c.uuid == bindparam("uuid"))
 _NICS_BY_UUID = select(_NICS.c.uuid, _NICS.c.l3NetworkUuid, _NICS.c.mac, _NICS.c.deviceId,
                        _NICS.c.internalName).where(
@@ -174,7 +178,8 @@ class PlanNetworks(Step):
                 if static is not None:
                     check_static_ip(session, l3_uuid, static)
                 plans.append(L3Plan(l3.uuid, l3.l2NetworkUuid, l3.zoneUuid,
-                                    l3.uuid == default, static, ranges))
+                                    l3.uuid == default, static, ranges,
+                                    bridge_name(l3.physicalInterface, l3.virtualNetworkId)))
             return plans
 
         plans = await ctx.services.db.read(plan)
@@ -303,7 +308,11 @@ def _bridges(session: Session, l3_uuids: set[str]) -> dict[str, str]:
 def nic_tos(session: Session, nics: Sequence[Any], default_l3: str | None) -> list[NicTO]:
     """The hypervisor's view of NICs (``VmNicVO`` rows, or any rows with its columns), by
     device id."""
-    bridges = _bridges(session, {n.l3NetworkUuid for n in nics})
+    return _nic_tos(nics, default_l3, _bridges(session, {n.l3NetworkUuid for n in nics}))
+
+
+def _nic_tos(nics: Sequence[Any], default_l3: str | None,
+             bridges: dict[str, str]) -> list[NicTO]:
     return [NicTO(uuid=nic.uuid, l3NetworkUuid=nic.l3NetworkUuid, mac=nic.mac,
                   deviceId=nic.deviceId, ip=nic.ip, netmask=nic.netmask, gateway=nic.gateway,
                   bridgeName=bridges.get(nic.l3NetworkUuid), internalName=nic.internalName,
@@ -368,8 +377,11 @@ class AllocateIps(Step):
             # A planned range was deleted meanwhile (its address's row had no parent):
             # again, with the ranges read in the allocating transaction.
             addressed = await node.db.run(allocate, {})
-        # The bridges are read beside the single writer, not by it.
-        ctx["nics"] = await node.db.read(nic_tos, addressed, default)
+        bridges = {p.uuid: p.bridgeName for p in plans if p.bridgeName is not None}
+        if all(n.l3NetworkUuid in bridges for n in addressed):  # as planned
+            ctx["nics"] = _nic_tos(addressed, default, bridges)
+        else:  # read beside the single writer, not by it
+            ctx["nics"] = await node.db.read(nic_tos, addressed, default)
 
     async def rollback(self, ctx: FlowContext) -> None:
         uuids = list(ctx.get("nic_uuids") or ())
