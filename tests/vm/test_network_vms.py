@@ -22,6 +22,7 @@ from zplugins.network.public import (
     register_network_service_provider,
 )
 from zplugins.simulator.hypervisor import SimulatorHypervisor
+from zplugins.simulator.primary_storage import SimulatorPrimaryStorageDriver
 
 MakeEnv = Callable[..., Awaitable[Environment]]
 
@@ -338,3 +339,30 @@ async def test_the_host_starts_each_nic_on_its_l2_networks_bridge(
     monkeypatch.setattr(SimulatorHypervisor, "start_vm", recording)
     await create_vm(env, "vm1", l3NetworkUuids=[env.uuid("l3b"), env.uuid("l3a")])
     assert started == [[(env.uuid("l3b"), "br_eth1"), (env.uuid("l3a"), "br_eth0")]]
+
+
+async def test_an_image_is_copied_to_a_primary_storage_once_for_its_vms(
+        vm_cloud: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    # allocate-volumes reads the image's place in the storage's cache with the storage:
+    # the first VM copies the image there, the next ones clone from that copy.
+    env = vm_cloud
+    copies: list[str] = []
+    clones: list[str] = []
+    download = SimulatorPrimaryStorageDriver.download_to_image_cache
+    clone = SimulatorPrimaryStorageDriver.create_root_volume
+
+    async def downloading(self: Any, *args: Any, **kwargs: Any) -> str:
+        url: str = await download(self, *args, **kwargs)
+        copies.append(url)
+        return url
+
+    async def cloning(self: Any, node: Any, ps: Any, host: Any, volume: str, url: str,
+                      size: int) -> str:
+        clones.append(url)
+        return await clone(self, node, ps, host, volume, url, size)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SimulatorPrimaryStorageDriver, "download_to_image_cache", downloading)
+    monkeypatch.setattr(SimulatorPrimaryStorageDriver, "create_root_volume", cloning)
+    for name in ("vm1", "vm2", "vm3"):
+        await create_vm(env, name)
+    assert len(copies) == 1 and clones == copies * 3

@@ -253,6 +253,14 @@ def ps_infos(session: Session, ps_uuids: list[str]) -> dict[str, PrimaryStorageI
     return {uuid: ps_info(session, uuid) for uuid in dict.fromkeys(ps_uuids)}
 
 
+def _ps_and_cached_image(session: Session, ps_uuids: list[str], root_ps: str, image_uuid: str
+                         ) -> tuple[dict[str, PrimaryStorageInfo], str | None]:
+    """:func:`ps_infos`, and the url of the image in the image cache of the root volume's
+    primary storage (``None`` when it is not cached there yet)."""
+    return ps_infos(session, ps_uuids), session.scalar(_CACHED_IMAGE, {
+        "ps": root_ps, "image": image_uuid})
+
+
 def insert_volumes(session: Session, vm: VmSpec, vm_uuid: str, image: ImageTO,
                    plans: list[VolumePlan], ps_uuids: list[str],
                    types: dict[str, str]) -> list[VolumeTO]:
@@ -300,8 +308,11 @@ class AllocateVolumes(Step):
 
     async def run(self, ctx: FlowContext) -> None:
         node, ps_uuids = _node(ctx), ctx["volume_primary_storage"]
-        # Read beside the single writer, not by it; instantiate-volumes uses them too.
-        infos = ctx[_PS_INFOS] = await node.db.read(ps_infos, ps_uuids)
+        # Read beside the single writer, not by it; instantiate-volumes uses them too, and
+        # the image's place in the root volume's storage's cache (the usual case: there).
+        infos, url = await node.db.read(_ps_and_cached_image, ps_uuids, ps_uuids[0],
+                                        ctx["image"].uuid)
+        ctx[_PS_INFOS], ctx[_CACHED_URL] = infos, (ps_uuids[0], ctx["image"].uuid, url)
         ctx["volumes"] = await node.db.run(
             insert_volumes, ctx["vm"], ctx["vm_uuid"], ctx["image"], ctx["volume_plans"],
             ps_uuids, {uuid: ps.type for uuid, ps in infos.items()})
@@ -360,6 +371,9 @@ def mark_ready(session: Session, paths: dict[str, str], actual: dict[str, int],
 _CREATED = "_storage_created_volumes"
 #: The primary storage allocate-volumes read, by uuid, for instantiate-volumes.
 _PS_INFOS = "_storage_primary_storage"
+#: (primary storage, image, url in that storage's image cache or ``None``) as
+#: allocate-volumes read them, for the root volume.
+_CACHED_URL = "_storage_cached_image_url"
 
 
 class InstantiateVolumes(Step):
@@ -382,7 +396,9 @@ class InstantiateVolumes(Step):
             if driver.host_local:
                 local[volume.uuid] = host.uuid
             if volume.type == "Root":
-                url = await image_cache(node, ps.uuid, host, image)
+                read_ps, read_image, url = ctx.get(_CACHED_URL) or (None, None, None)
+                if url is None or (read_ps, read_image) != (ps.uuid, image.uuid):
+                    url = await image_cache(node, ps.uuid, host, image)
                 path = await driver.create_root_volume(node, ps, host, volume.uuid, url,
                                                        volume.size)
             else:
