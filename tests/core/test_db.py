@@ -800,6 +800,16 @@ async def test_sent_together_read_and_claim_see_the_writes_before_them(
     assert await database.run(lambda s: count(s, ResourceVO)) == 3
 
 
+def _counts_unless(session: Session, error: type[Exception]) -> str:
+    """A function of a writer group that reads after other functions' held writes: whether
+    it caught ``error`` (which is never its own) or counted."""
+    try:
+        count(session, ResourceVO)
+    except error:
+        return "caught"
+    return "counted"
+
+
 async def test_a_group_keeps_what_blocks_held_back_until_a_later_statement_or_commit(
         database: Database) -> None:
     # Queued at once, these run as one group; on a server the writes each block holds
@@ -844,14 +854,8 @@ async def test_a_held_write_that_fails_later_in_the_group_fails_its_own_function
             connection.execute(sa.insert(tags), _tag_row(parent, "t"))
         return "written"
 
-    def careful(session: Session) -> str:
-        try:
-            count(session, ResourceVO)
-        except IntegrityError:
-            return "caught"
-        return "counted"
-
-    calls = [database.run(write, good[0]), database.run(write, bad), database.run(careful),
+    calls = [database.run(write, good[0]), database.run(write, bad),
+             database.run(_counts_unless, IntegrityError),
              *(database.run(write, u) for u in good[1:])]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[0] == "written" and outcomes[2] == "counted"
@@ -930,16 +934,9 @@ async def test_a_checked_write_carried_in_a_group_fails_only_its_own_function(
                           lambda: _gone(target))
         return i
 
-    def careful(session: Session) -> str:
-        try:
-            count(session, ResourceVO)
-        except ZError:
-            return "caught"
-        return "counted"
-
     missing = [new_uuid(), new_uuid()]
     calls = [database.run(write, 0, uuids[0]), database.run(write, 1, missing[0]),
-             database.run(careful), database.run(write, 2, uuids[2]),
+             database.run(_counts_unless, ZError), database.run(write, 2, uuids[2]),
              database.run(write, 3, uuids[3]), database.run(write, 4, missing[1])]
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[0] == 0 and outcomes[2] == "counted" and outcomes[3:5] == [2, 3]
@@ -1008,15 +1005,8 @@ async def test_an_insert_checked_that_finds_its_key_taken_lets_its_function_draw
             return uuid
         raise AssertionError(f"every draw of {mine} was taken")
 
-    def careful(session: Session) -> str:
-        try:
-            count(session, ResourceVO)
-        except _Taken:
-            return "caught another's error"
-        return "counted"
-
     calls = [database.run(claim, draws[0]), database.run(claim, draws[1]),
-             database.run(careful), database.run(claim, draws[2]),
+             database.run(_counts_unless, _Taken), database.run(claim, draws[2]),
              database.run(claim, draws[3])]
     outcomes = await asyncio.gather(*calls)
     assert outcomes == [fresh[0], fresh[1], "counted", fresh[2], fresh[3]]

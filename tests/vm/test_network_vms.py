@@ -359,7 +359,7 @@ async def test_an_image_is_copied_to_a_primary_storage_once_for_its_vms(
     async def cloning(self: Any, node: Any, ps: Any, host: Any, volume: str, url: str,
                       size: int) -> str:
         clones.append(url)
-        return await clone(self, node, ps, host, volume, url, size)  # type: ignore[no-any-return]
+        return await clone(self, node, ps, host, volume, url, size)
 
     monkeypatch.setattr(SimulatorPrimaryStorageDriver, "download_to_image_cache", downloading)
     monkeypatch.setattr(SimulatorPrimaryStorageDriver, "create_root_volume", cloning)
