@@ -16,6 +16,7 @@ from zcore.errors import ZError
 from zcore.flow import FlowContext
 from zcore.node import Node
 from zcore.testing.env import Environment
+from zplugins.compute import allocators
 from zplugins.compute.allocators import (
     HOST_ALLOCATION_FAILED,
     HOST_ALLOCATORS,
@@ -123,7 +124,24 @@ async def add_vm(node: Node, host: str | None, *, last: str | None = None,
     return uuid
 
 
-async def test_concurrent_reservations_never_overcommit(make_node: Any) -> None:
+#: The allocation plans depend on each database's planner, and the reservation on whether it
+#: says which row an UPDATE changed: those tests run on every backend that --db selects,
+#: --db-everywhere or not.
+EVERY_BACKEND = pytest.mark.parametrize(
+    "database_backend", ["sqlite", "postgresql", "mariadb"], indirect=True)
+
+
+@pytest.fixture
+def selected_backend(request: pytest.FixtureRequest, database_backend: str) -> str:
+    chosen = {name.strip().lower() for name in str(request.config.getoption("--db")).split(",")}
+    if database_backend not in chosen and "all" not in chosen:
+        pytest.skip(f"--db does not select {database_backend}")
+    return database_backend
+
+
+@EVERY_BACKEND
+async def test_concurrent_reservations_never_overcommit(selected_backend: str,
+                                                       make_node: Any) -> None:
     node = await make_node(disable=ONLY_COMPUTE)
     [[h1, h2]] = await world(node, 2)
     await set_free(node, h1, 80, 30 * GiB)   # 30 VMs of 1 GiB each
@@ -140,6 +158,44 @@ async def test_concurrent_reservations_never_overcommit(make_node: Any) -> None:
     assert all(isinstance(e, ZError) and e.code == HOST_ALLOCATION_FAILED for e in failed)
     assert await free(node, h1) == (50, 0)
     assert await free(node, h2) == (50, 0)
+
+
+@EVERY_BACKEND
+async def test_a_held_reservation_that_changed_nothing_is_made_again_and_taken_once(
+        selected_backend: str, make_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB and MySQL lock the best host as they read it and hold its reservation back;
+    should that UPDATE change no row, the candidates are read and reserved again."""
+    if selected_backend != "mariadb":
+        pytest.skip("the held reservation is MariaDB's and MySQL's")
+    node = await make_node(disable=ONLY_COMPUTE)
+    [[h1, h2]] = await world(node, 2)
+    await set_free(node, h1, 80, 30 * GiB)
+    await set_free(node, h2, 80, 20 * GiB)
+    misses = [1_000]  # how many held reservations to make find no row: every one
+    write_checked = allocators.write_checked
+
+    def missing(session: Session, statement: Any, values: Any, error: Any) -> None:
+        if misses[0]:  # as if the row had changed: the UPDATE finds none
+            misses[0] -= 1
+            statement = update(HostVO).where(HostVO.uuid == "0" * 32).values(
+                availableCpuCapacity=HostVO.availableCpuCapacity - 1)
+        write_checked(session, statement, values, error)
+
+    monkeypatch.setattr(allocators, "write_checked", missing)
+    # Each held reservation finds no row: at the latest when the allocation runs on its own,
+    # the miss raises in it, and it reads the candidates and reserves one of them.
+    assert await allocate(node, DefaultHostAllocatorStrategy()) == h1
+    assert misses[0] < 1_000
+    assert await free(node, h1) == (79, 29 * GiB)  # taken once, not twice, not never
+
+    # Only the first misses; in a writer group it fails with another allocation's statement,
+    # and the group runs again, each allocation on its own.
+    misses[0] = 1
+    placed = await asyncio.gather(*(allocate(node, DefaultHostAllocatorStrategy())
+                                    for _ in range(5)))
+    assert misses == [0] and placed == [h1] * 5
+    assert await free(node, h1) == (74, 24 * GiB)
+    assert await free(node, h2) == (80, 20 * GiB)
 
 
 async def test_default_takes_the_most_free_memory_and_least_vm_the_fewest_vms(
@@ -321,20 +377,6 @@ async def test_hosts_with_more_room_that_do_not_qualify_are_passed_over(
 
 
 # --------------------------------------------------------------------------- scale
-
-#: The allocation plans depend on each database's planner: those tests run on every backend
-#: that --db selects, --db-everywhere or not.
-EVERY_BACKEND = pytest.mark.parametrize(
-    "database_backend", ["sqlite", "postgresql", "mariadb"], indirect=True)
-
-
-@pytest.fixture
-def selected_backend(request: pytest.FixtureRequest, database_backend: str) -> str:
-    chosen = {name.strip().lower() for name in str(request.config.getoption("--db")).split(",")}
-    if database_backend not in chosen and "all" not in chosen:
-        pytest.skip(f"--db does not select {database_backend}")
-    return database_backend
-
 
 async def copy_hosts(node: Node, template: str, count: int, *, analyze: bool = True) -> None:
     """``count`` Connected hosts like ``template``, each with a little less memory free,

@@ -3,6 +3,7 @@ and the storage steps of the VM chains."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import select, update
 from zcore.db import utcnow
 from zcore.errors import ZError
 from zcore.testing.env import Environment
+from zplugins.storage import primary_ops
 from zplugins.storage.primary_models import PrimaryStorageVO
 from zplugins.storage.volume_models import VolumeVO
 from zplugins.storage.volume_ops import PS_ALLOCATION_FAILED, reserve_on_cluster
@@ -103,6 +105,42 @@ async def test_reservation_picks_the_storage_with_most_space_and_refuses_when_no
     with pytest.raises(ZError) as refused:
         await env.node.db.run(one_more)
     assert refused.value.code == PS_ALLOCATION_FAILED and cluster in refused.value.details
+
+
+async def test_a_held_reservation_that_changed_nothing_is_made_again_and_taken_once(
+        vm_cloud: Environment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB and MySQL lock the best storage as they read it and hold its reservation
+    back; should that UPDATE change no row, the candidates are read and reserved again."""
+    env = vm_cloud
+    if env.node.db.dialect not in ("mysql", "mariadb"):
+        pytest.skip("the held reservation is MariaDB's and MySQL's")
+    cluster, free = env.uuid("cluster1"), await available(env)
+    misses = [1_000]  # how many held reservations to make find no row: every one
+    write_checked = primary_ops.write_checked
+
+    def missing(session: Any, statement: Any, values: Any, error: Any) -> None:
+        if misses[0]:  # as if the row had changed: the UPDATE finds none
+            misses[0] -= 1
+            values = {**values, "ps_uuid": "0" * 32}
+        write_checked(session, statement, values, error)
+
+    monkeypatch.setattr(primary_ops, "write_checked", missing)
+
+    def reserve(session: Any) -> str:
+        return reserve_on_cluster(session, cluster, GiB)
+
+    # Each held reservation finds no row: at the latest when the reservation runs on its own,
+    # the miss raises in it, and it reads the candidates and reserves one of them.
+    assert await env.node.db.run(reserve) == env.uuid("ps1")
+    assert misses[0] < 1_000
+    assert await available(env) == free - GiB  # taken once, not twice, not never
+
+    # Only the first misses; in a writer group it fails with another reservation's statement,
+    # and the group runs again, each reservation on its own.
+    misses[0] = 1
+    picked = await asyncio.gather(*(env.node.db.run(reserve) for _ in range(5)))
+    assert misses == [0] and picked == [env.uuid("ps1")] * 5
+    assert await available(env) == free - 6 * GiB
 
 
 async def test_each_reservation_takes_the_storage_with_most_space_and_only_from_it(

@@ -289,19 +289,48 @@ class HostAllocatorStrategy(ABC):
 
 
     def _reserve_best(self, session: Session, request: HostRequest) -> HostVO | None:
-        """The best candidate reserved in one statement where the database says which row
-        an ``UPDATE`` changed (PostgreSQL, SQLite): ``UPDATE HostVO ... WHERE uuid = (the
-        first candidate) AND it still fits RETURNING``; that host. ``None`` when none fits,
-        it was taken meanwhile, or on MariaDB and MySQL: then the candidates are read and
-        reserved one by one."""
+        """The best candidate reserved in one round trip; that host. ``None`` when none
+        fits or it was taken meanwhile: then the candidates are read and reserved one by
+        one.
+
+        Where the database says which row an ``UPDATE`` changed (PostgreSQL, SQLite), one
+        statement: ``UPDATE HostVO ... WHERE uuid = (the first candidate) AND it still fits
+        RETURNING``. On MariaDB and MySQL the first candidate is read with a locking read
+        (``... LIMIT 1 FOR UPDATE``: the row, as read, is this transaction's until it ends;
+        the writes held before go with it), and its ``UPDATE`` is held back to go with the
+        writer's next statement, its row count checked then (:func:`write_checked`).
+        """
+        filters = _checked_per_host(self.filters(request))
         if not session.get_bind().dialect.update_returning:
-            return None
-        best = (select(HostVO.uuid).where(*_checked_per_host(self.filters(request)))
+            return _lock_and_reserve(session, select(HostVO).where(*filters).order_by(
+                *self.order_by(request)).limit(1).with_for_update(), request)
+        best = (select(HostVO.uuid).where(*filters)
                 .order_by(*self.order_by(request)).limit(1)
                 .correlate(None).scalar_subquery())
         return session.scalars(
             _reservation(best, request.cpuNum, request.memorySize).returning(HostVO),
             execution_options={"synchronize_session": False}).first()
+
+
+class _NoLongerFits(Exception):
+    """A held host reservation changed no row."""
+
+
+def _lock_and_reserve(session: Session, locking_read: Any, request: HostRequest
+                      ) -> HostVO | None:
+    """The host that ``locking_read`` (best first, ``FOR UPDATE``) finds, reserved by a
+    held ``UPDATE``; ``None`` when it finds none, or the ``UPDATE`` changed no row (never
+    expected: the row is locked as read, and fitted)."""
+    host = session.scalars(locking_read).first()
+    if host is None:
+        return None
+    try:
+        with sent_together(session):
+            write_checked(session, _reservation(host.uuid, request.cpuNum,
+                                                request.memorySize), {}, _NoLongerFits)
+    except _NoLongerFits:
+        return None
+    return host
 
 
 def _checked_per_host(conditions: Sequence[Any]) -> list[Any]:

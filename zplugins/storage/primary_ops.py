@@ -34,13 +34,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zcore.db import delete_resource, lock_for_update, table_of
+from zcore.db import delete_resource, lock_for_update, sent_together, table_of, write_checked
 from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.storage.primary_driver import (
@@ -203,16 +203,30 @@ def reserve(session: Session, uuid: str, size: int) -> bool:
 
 def reserve_first(session: Session, candidates: Any, size: int) -> str | None:
     """Reserve ``size`` bytes on the first primary storage of ``candidates`` (a query of
-    uuids, best first) in one statement, ``UPDATE ... WHERE uuid = (the first) AND
-    availableCapacity >= size RETURNING uuid``; that uuid. ``None`` when it did not fit
-    (none fits, or another reservation came first) or the database does not say which row
-    an ``UPDATE`` changed (MariaDB, MySQL): then read the candidates and :func:`reserve`
-    one after the other."""
+    uuids, best first) in one round trip; that uuid. ``None`` when it did not fit (none
+    fits, or another reservation came first): then read the candidates and :func:`reserve`
+    one after the other.
+
+    Where the database says which row an ``UPDATE`` changed (PostgreSQL, SQLite), one
+    statement: ``UPDATE ... WHERE uuid = (the first) AND availableCapacity >= size
+    RETURNING uuid``. On MariaDB and MySQL the first is read with a locking read (``...
+    LIMIT 1 FOR UPDATE``: the row, as read, is this transaction's until it ends; the writes
+    held before go with it), and its ``UPDATE`` is held back to go with the writer's next
+    statement, its row count checked then (:func:`~zcore.db.write_checked`).
+    """
     if size < 0:
         raise ValueError(f"cannot reserve a negative size ({size})")
     connection = session.connection()
     if not connection.dialect.update_returning:
-        return None
+        first = session.scalars(candidates.limit(1).with_for_update()).first()
+        if first is None:
+            return None
+        try:
+            with sent_together(session):
+                write_checked(session, _RESERVE, {"ps_uuid": first, "size": size}, _NoRoom)
+        except _NoRoom:
+            return None
+        return cast(str, first)
     c = _PS_TABLE.c
     first = candidates.limit(1).correlate(None).scalar_subquery()
     return connection.execute(
@@ -220,6 +234,10 @@ def reserve_first(session: Session, candidates: Any, size: int) -> str | None:
         .values(availableCapacity=c.availableCapacity - size,
                 allocatedCapacity=c.allocatedCapacity + size)
         .returning(c.uuid)).scalar()
+
+
+class _NoRoom(Exception):
+    """A held reservation changed no row."""
 
 
 def release(session: Session, uuid: str, size: int) -> None:
