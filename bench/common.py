@@ -112,7 +112,17 @@ def fresh_database(kind: str, directory: Path) -> Iterator[str]:
     finally:
         with engine.connect() as conn:
             conn.execute(text(drop.format(name)))
+            if kind == "postgresql":
+                # A schema's tables leave dead rows in these catalogs when it is dropped;
+                # run after run they would slow the server's every catalog lookup down.
+                conn.execute(text(f"VACUUM {', '.join(_PG_CATALOGS)}"))
         engine.dispose()
+
+
+#: The PostgreSQL catalogs that creating and dropping a schema of tables fills.
+_PG_CATALOGS = tuple(f"pg_catalog.{t}" for t in (
+    "pg_class", "pg_attribute", "pg_type", "pg_depend", "pg_index", "pg_constraint",
+    "pg_attrdef", "pg_sequence", "pg_namespace"))
 
 
 def dialect_of(db_url: str) -> str:
