@@ -28,6 +28,14 @@ RUNS: dict[str, list[str]] = {
     "scale": ["--hosts", "2", "--vms", "2", "--clients", "1"],
     "flows": ["--rounds", "10"],
 }
+#: The database servers the tests were given (``bootstrap.sh test`` exports their URLs):
+#: bench/db_ratio.py compares them with SQLite.
+SERVERS = [db for db, variable in (("postgresql", "ZSTACK_TEST_POSTGRESQL_URL"),
+                                   ("mariadb", "ZSTACK_TEST_MARIADB_URL"))
+           if os.environ.get(variable)]
+if SERVERS:
+    RUNS["db_ratio"] = ["--count", "2", "--rounds", "1", "--dbs", ",".join(SERVERS),
+                        "--hosts", "1", "--clients", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +101,18 @@ def test_flows_compares_both_engines(runs: dict[str, subprocess.Popen[str]]) -> 
         (10, False), (10, True), (100, False), (100, True)]
     assert all(r["ours_per_second"] > 0 and r["taskflow_per_second"] > 0
                for r in result["results"])
+
+
+def test_db_ratio_compares_each_server_with_sqlite(
+        runs: dict[str, subprocess.Popen[str]]) -> None:
+    if "db_ratio" not in runs:
+        pytest.skip("no database server given (ZSTACK_TEST_POSTGRESQL_URL, "
+                    "ZSTACK_TEST_MARIADB_URL)")
+    result = result_of(runs, "db_ratio")
+    (row,) = result["rounds"]
+    assert row["round"] == 1 and row["errors"] == 0
+    assert set(row["seconds"]) == {"sqlite", *SERVERS}
+    assert all(seconds > 0 for seconds in row["seconds"].values())
+    assert row["ratios"] == {db: round(row["seconds"][db] / row["seconds"]["sqlite"], 2)
+                             for db in SERVERS}
+    assert result["median_ratios"] == row["ratios"]
