@@ -103,6 +103,7 @@ __all__ = [
     "table_of",
     "utcnow",
     "write_checked",
+    "write_held",
 ]
 
 P = ParamSpec("P")
@@ -605,6 +606,28 @@ def write_checked(session: Session, statement: Executable, values: dict[str, Any
         return
     if cast(CursorResult[Any], connection.execute(statement, values)).rowcount == 0:
         raise error()
+
+
+class _NoRowChanged(Exception):
+    """A held write of :func:`write_held` changed no row."""
+
+
+def write_held(session: Session, statement: Executable, values: dict[str, Any]) -> bool:
+    """:func:`write_checked` in a :func:`sent_together` block of its own: whether the
+    write changed a row.
+
+    On a server it is held back. Alone, it goes when the block ends, and a miss is
+    ``False`` there; in the single writer's group it goes with the group's next statement,
+    and a miss makes the group run again, each function on its own, where this says
+    ``False``. For a write that is not expected to miss (a reservation of a row that a
+    locking read took): a miss costs the group a second run.
+    """
+    try:
+        with sent_together(session):
+            write_checked(session, statement, values, _NoRowChanged)
+    except _NoRowChanged:
+        return False
+    return True
 
 
 @contextmanager

@@ -172,16 +172,16 @@ async def test_a_held_reservation_that_changed_nothing_is_made_again_and_taken_o
     await set_free(node, h1, 80, 30 * GiB)
     await set_free(node, h2, 80, 20 * GiB)
     misses = [1_000]  # how many held reservations to make find no row: every one
-    write_checked = allocators.write_checked
+    write_held = allocators.write_held
 
-    def missing(session: Session, statement: Any, values: Any, error: Any) -> None:
+    def missing(session: Session, statement: Any, values: Any) -> bool:
         if misses[0]:  # as if the row had changed: the UPDATE finds none
             misses[0] -= 1
             statement = update(HostVO).where(HostVO.uuid == "0" * 32).values(
                 availableCpuCapacity=HostVO.availableCpuCapacity - 1)
-        write_checked(session, statement, values, error)
+        return write_held(session, statement, values)
 
-    monkeypatch.setattr(allocators, "write_checked", missing)
+    monkeypatch.setattr(allocators, "write_held", missing)
     # Each held reservation finds no row: at the latest when the allocation runs on its own,
     # the miss raises in it, and it reads the candidates and reserves one of them.
     assert await allocate(node, DefaultHostAllocatorStrategy()) == h1

@@ -116,15 +116,15 @@ async def test_a_held_reservation_that_changed_nothing_is_made_again_and_taken_o
         pytest.skip("the held reservation is MariaDB's and MySQL's")
     cluster, free = env.uuid("cluster1"), await available(env)
     misses = [1_000]  # how many held reservations to make find no row: every one
-    write_checked = primary_ops.write_checked
+    write_held = primary_ops.write_held
 
-    def missing(session: Any, statement: Any, values: Any, error: Any) -> None:
+    def missing(session: Any, statement: Any, values: Any) -> bool:
         if misses[0]:  # as if the row had changed: the UPDATE finds none
             misses[0] -= 1
             values = {**values, "ps_uuid": "0" * 32}
-        write_checked(session, statement, values, error)
+        return write_held(session, statement, values)
 
-    monkeypatch.setattr(primary_ops, "write_checked", missing)
+    monkeypatch.setattr(primary_ops, "write_held", missing)
 
     def reserve(session: Any) -> str:
         return reserve_on_cluster(session, cluster, GiB)

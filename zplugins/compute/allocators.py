@@ -60,7 +60,7 @@ from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.elements import BooleanClauseList
 
 from zcore import DriverNamespace, FlowStep, GlobalConfigOption
-from zcore.db import lock_for_update, sent_together, table_of, write_checked
+from zcore.db import lock_for_update, sent_together, table_of, write_checked, write_held
 from zcore.errors import RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.compute.host_service import CONNECTED, HostInfo
@@ -298,7 +298,7 @@ class HostAllocatorStrategy(ABC):
         RETURNING``. On MariaDB and MySQL the first candidate is read with a locking read
         (``... LIMIT 1 FOR UPDATE``: the row, as read, is this transaction's until it ends;
         the writes held before go with it), and its ``UPDATE`` is held back to go with the
-        writer's next statement, its row count checked then (:func:`write_checked`).
+        writer's next statement, its row count checked then (:func:`write_held`).
         """
         filters = _checked_per_host(self.filters(request))
         if not session.get_bind().dialect.update_returning:
@@ -312,23 +312,14 @@ class HostAllocatorStrategy(ABC):
             execution_options={"synchronize_session": False}).first()
 
 
-class _NoLongerFits(Exception):
-    """A held host reservation changed no row."""
-
-
 def _lock_and_reserve(session: Session, locking_read: Any, request: HostRequest
                       ) -> HostVO | None:
     """The host that ``locking_read`` (best first, ``FOR UPDATE``) finds, reserved by a
     held ``UPDATE``; ``None`` when it finds none, or the ``UPDATE`` changed no row (never
     expected: the row is locked as read, and fitted)."""
     host = session.scalars(locking_read).first()
-    if host is None:
-        return None
-    try:
-        with sent_together(session):
-            write_checked(session, _reservation(host.uuid, request.cpuNum,
-                                                request.memorySize), {}, _NoLongerFits)
-    except _NoLongerFits:
+    if host is None or not write_held(
+            session, _reservation(host.uuid, request.cpuNum, request.memorySize), {}):
         return None
     return host
 

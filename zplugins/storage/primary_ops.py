@@ -34,13 +34,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from zcore.db import delete_resource, lock_for_update, sent_together, table_of, write_checked
+from zcore.db import delete_resource, lock_for_update, table_of, write_held
 from zcore.errors import DELETE_FAILED, INVALID_ARGUMENT, RESOURCE_NOT_FOUND, ZError
 from zcore.flow import FlowContext, Step
 from zplugins.storage.primary_driver import (
@@ -212,21 +212,17 @@ def reserve_first(session: Session, candidates: Any, size: int) -> str | None:
     RETURNING uuid``. On MariaDB and MySQL the first is read with a locking read (``...
     LIMIT 1 FOR UPDATE``: the row, as read, is this transaction's until it ends; the writes
     held before go with it), and its ``UPDATE`` is held back to go with the writer's next
-    statement, its row count checked then (:func:`~zcore.db.write_checked`).
+    statement, its row count checked then (:func:`~zcore.db.write_held`).
     """
     if size < 0:
         raise ValueError(f"cannot reserve a negative size ({size})")
     connection = session.connection()
     if not connection.dialect.update_returning:
         first = session.scalars(candidates.limit(1).with_for_update()).first()
-        if first is None:
+        if first is None or not write_held(session, _RESERVE, {"ps_uuid": first,
+                                                               "size": size}):
             return None
-        try:
-            with sent_together(session):
-                write_checked(session, _RESERVE, {"ps_uuid": first, "size": size}, _NoRoom)
-        except _NoRoom:
-            return None
-        return cast(str, first)
+        return first
     c = _PS_TABLE.c
     first = candidates.limit(1).correlate(None).scalar_subquery()
     return connection.execute(
@@ -234,10 +230,6 @@ def reserve_first(session: Session, candidates: Any, size: int) -> str | None:
         .values(availableCapacity=c.availableCapacity - size,
                 allocatedCapacity=c.allocatedCapacity + size)
         .returning(c.uuid)).scalar()
-
-
-class _NoRoom(Exception):
-    """A held reservation changed no row."""
 
 
 def release(session: Session, uuid: str, size: int) -> None:
